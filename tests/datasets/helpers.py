@@ -12,7 +12,11 @@ FPS = 10
 def features(camera_dtype: str = "video", size: tuple[int, int] = (24, 32)) -> dict:
     h, w = size
     return {
-        "observation.image": {"dtype": camera_dtype, "shape": (h, w, 3), "names": ["height", "width", "channels"]},
+        "observation.image": {
+            "dtype": camera_dtype,
+            "shape": (h, w, 3),
+            "names": ["height", "width", "channels"],
+        },
         "observation.state": {"dtype": "float32", "shape": (3,), "names": ["x", "y", "z"]},
         "action": {"dtype": "float32", "shape": (2,), "names": None},
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
@@ -50,7 +54,12 @@ def record(
     **create_kwargs,
 ):
     writer = LeRobotDataset.create(
-        repo_id, fps=FPS, features=features(camera_dtype, size), root=root, codebase_version=version, **create_kwargs
+        repo_id,
+        fps=FPS,
+        features=features(camera_dtype, size),
+        root=root,
+        codebase_version=version,
+        **create_kwargs,
     )
     for ep, n in enumerate(lengths):
         for i in range(n):

@@ -90,7 +90,9 @@ def test_download_uses_version_ref_and_episode_subset(tiny_v21, tmp_path, monkey
         calls.append((revision, allow_patterns))
         for path in tiny_v21.rglob("*"):
             rel = path.relative_to(tiny_v21).as_posix()
-            if path.is_file() and (allow_patterns is None or any(fnmatch.fnmatch(rel, p) for p in allow_patterns)):
+            if path.is_file() and (
+                allow_patterns is None or any(fnmatch.fnmatch(rel, p) for p in allow_patterns)
+            ):
                 (Path(local_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, Path(local_dir) / rel)
 

@@ -54,7 +54,7 @@ def test_every_v13_dataset_loads(name):
     for key in dataset.camera_keys:
         h, w, c = dataset.features[key]["shape"]
         assert item[key].shape == (c, h, w)
-        assert 0 <= item[key].min() and item[key].max() <= 1
+        assert item[key].min() >= 0 and item[key].max() <= 1
     assert dataset.stats, "v1 stats.safetensors should be read"
     assert dataset.info["fps"] == dataset.fps
 

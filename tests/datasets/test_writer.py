@@ -89,7 +89,9 @@ def test_refuses_to_overwrite(tmp_path):
     record(tmp_path / "ds", (3,))
     with pytest.raises(DatasetExistsError, match="already exists"):
         LeRobotDataset.create("test/tiny", fps=FPS, features=features(), root=tmp_path / "ds")
-    writer = LeRobotDataset.create("test/tiny", fps=FPS, features=features(), root=tmp_path / "ds", overwrite=True)
+    writer = LeRobotDataset.create(
+        "test/tiny", fps=FPS, features=features(), root=tmp_path / "ds", overwrite=True
+    )
     assert writer.num_episodes == 0
 
 
@@ -146,7 +148,9 @@ def test_killed_mid_recording_loses_only_current_episode(tmp_path, version):
 
     root = tmp_path / "ds"
     repo = str(Path(__file__).resolve().parents[2])
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT.format(repo=repo, root=str(root), version=version)])
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT.format(repo=repo, root=str(root), version=version)]
+    )
     assert proc.returncode == 9
     ds = LeRobotDataset("test/tiny", root=root, decoded_frame_cache=False)
     assert ds.num_episodes == 2 and len(ds) == 10

@@ -7,7 +7,6 @@ v1.x datasets declare camera columns with a custom feature type, `VideoFrame` (a
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar

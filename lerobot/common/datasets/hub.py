@@ -11,7 +11,6 @@ Where a dataset is looked for, in order:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import os
@@ -82,12 +81,18 @@ def from_hub_cache(repo_id: str, revision: str | None) -> Path | None:
     return None
 
 
-def episode_file_patterns(root: Path, episodes: Sequence[int] | None, download_videos: bool) -> list[str] | None:
+def episode_file_patterns(
+    root: Path, episodes: Sequence[int] | None, download_videos: bool
+) -> list[str] | None:
     """Files to download for a subset of episodes (None means everything)."""
     meta = load_metadata(root)
     if meta.codebase_version.startswith("v1."):
         return None if download_videos else [p for p in ["train/*", "data/*", *METADATA_PATTERNS]]
-    chosen = meta.episodes.values() if episodes is None else [meta.episodes[e] for e in episodes if e in meta.episodes]
+    chosen = (
+        meta.episodes.values()
+        if episodes is None
+        else [meta.episodes[e] for e in episodes if e in meta.episodes]
+    )
     patterns = set(METADATA_PATTERNS)
     for ep in chosen:
         patterns.add(ep.data_path)
@@ -99,7 +104,9 @@ def episode_file_patterns(root: Path, episodes: Sequence[int] | None, download_v
 def download(repo_id: str, local_dir: Path, revision: str, patterns: list[str] | None) -> None:
     from huggingface_hub import snapshot_download
 
-    snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=local_dir, allow_patterns=patterns)
+    snapshot_download(
+        repo_id, repo_type="dataset", revision=revision, local_dir=local_dir, allow_patterns=patterns
+    )
 
 
 def resolve_dataset_root(
@@ -132,7 +139,9 @@ def resolve_dataset_root(
     logger.info("Downloading %s (revision %s) to %s", repo_id, rev, target)
     download(repo_id, target, rev, METADATA_PATTERNS)
     if find_info_file(target) is None:
-        raise DatasetNotFoundError(f"{repo_id}@{rev} on the Hub has no meta/info.json: it is not a LeRobot dataset.")
+        raise DatasetNotFoundError(
+            f"{repo_id}@{rev} on the Hub has no meta/info.json: it is not a LeRobot dataset."
+        )
     download(repo_id, target, rev, episode_file_patterns(target, episodes, download_videos))
     return target
 
@@ -216,11 +225,12 @@ def push_dataset_to_hub(
     )
     card = dataset_card(root, repo_id, tags=tags, license=license)
     api.upload_file(
-        path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id, repo_type="dataset", revision=branch
+        path_or_fileobj=card.encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        revision=branch,
     )
     api.create_tag(repo_id, tag=meta.codebase_version, revision=branch, repo_type="dataset", exist_ok=True)
     return f"https://huggingface.co/datasets/{repo_id}"
 
-
-def matches_any(path: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(path, p) for p in patterns)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lerobot.common.datasets.metadata import DEFAULT_FEATURES, DatasetMetadata
+from lerobot.common.datasets.metadata import DatasetMetadata
 from lerobot.common.datasets.utils import atomic_path, load_jsonlines, write_json, write_jsonlines
 
 V3_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -36,14 +36,25 @@ class EpisodeData:
     tasks: list[str]
     image_paths: dict[str, list[Path]] = field(default_factory=dict)  # "image" features: PNG files
     video_frame_dirs: dict[str, Path] = field(default_factory=dict)  # "video" features: folder of PNG frames
-    video_files: dict[str, Path] = field(default_factory=dict)  # "video" features already encoded (converters)
+    video_files: dict[str, Path] = field(
+        default_factory=dict
+    )  # "video" features already encoded (converters)
 
     @property
     def length(self) -> int:
         return len(self.timestamps)
 
 
-def new_info(codebase_version: str, *, fps, features, robot_type, chunks_size, data_files_size_in_mb, video_files_size_in_mb) -> dict:
+def new_info(
+    codebase_version: str,
+    *,
+    fps,
+    features,
+    robot_type,
+    chunks_size,
+    data_files_size_in_mb,
+    video_files_size_in_mb,
+) -> dict:
     info = {
         "codebase_version": codebase_version,
         "robot_type": robot_type,
@@ -229,7 +240,9 @@ class V3Store(Store):
         last = self.episode_rows[-1]
         return int(last[f"{prefix}/chunk_index"]), int(last[f"{prefix}/file_index"])
 
-    def _next(self, current: tuple[int, int] | None, path_of, new_bytes: int, budget_mb: float) -> tuple[int, int]:
+    def _next(
+        self, current: tuple[int, int] | None, path_of, new_bytes: int, budget_mb: float
+    ) -> tuple[int, int]:
         if current is None:
             return (0, 0)
         path = self.root / path_of(*current)
@@ -253,7 +266,9 @@ class V3Store(Store):
         def data_path(c: int, f: int) -> str:
             return V3_DATA_PATH.format(chunk_index=c, file_index=f)
 
-        chunk, file = self._next(self._current("data"), data_path, table.nbytes, self.info["data_files_size_in_mb"])
+        chunk, file = self._next(
+            self._current("data"), data_path, table.nbytes, self.info["data_files_size_in_mb"]
+        )
         rewrite_parquet_append(self.root / data_path(chunk, file), table)
 
         row = {
@@ -271,7 +286,9 @@ class V3Store(Store):
                 return V3_VIDEO_PATH.format(video_key=key, chunk_index=c, file_index=f)
 
             current = self._current(f"videos/{key}")
-            vchunk, vfile = self._next(current, video_path, tmp.stat().st_size, self.info["video_files_size_in_mb"])
+            vchunk, vfile = self._next(
+                current, video_path, tmp.stat().st_size, self.info["video_files_size_in_mb"]
+            )
             dest = self.root / video_path(vchunk, vfile)
             if dest.exists():
                 # Remux (no re-encoding) the shared file plus this episode into a new file, then swap it in.
@@ -313,7 +330,8 @@ class V3Store(Store):
         self.num_frames += row["length"]
         self.next_episode_index = row["episode_index"] + 1
         tasks = pd.DataFrame(
-            {"task_index": list(self.task_to_index.values())}, index=pd.Index(list(self.task_to_index), name="task")
+            {"task_index": list(self.task_to_index.values())},
+            index=pd.Index(list(self.task_to_index), name="task"),
         )
         with atomic_path(self.root / "meta" / "tasks.parquet") as tmp:
             tasks.to_parquet(tmp)
@@ -352,11 +370,17 @@ class V21Store(Store):
         meta = self.root / "meta"
         episodes = load_jsonlines(meta / "episodes.jsonl") if (meta / "episodes.jsonl").is_file() else []
         tasks = sorted(set(episode.tasks), key=episode.tasks.index)
-        write_jsonlines([*episodes, {"episode_index": ep, "tasks": tasks, "length": n}], meta / "episodes.jsonl")
-        ep_stats = load_jsonlines(meta / "episodes_stats.jsonl") if (meta / "episodes_stats.jsonl").is_file() else []
+        write_jsonlines(
+            [*episodes, {"episode_index": ep, "tasks": tasks, "length": n}], meta / "episodes.jsonl"
+        )
+        ep_stats = (
+            load_jsonlines(meta / "episodes_stats.jsonl") if (meta / "episodes_stats.jsonl").is_file() else []
+        )
         ep_stats.append({"episode_index": ep, "stats": to_jsonable_stats(stats)})
         write_jsonlines(ep_stats, meta / "episodes_stats.jsonl")
-        write_jsonlines([{"task_index": i, "task": t} for t, i in self.task_to_index.items()], meta / "tasks.jsonl")
+        write_jsonlines(
+            [{"task_index": i, "task": t} for t, i in self.task_to_index.items()], meta / "tasks.jsonl"
+        )
         self.episode_stats[ep] = stats
         self.num_episodes += 1
         self.num_frames += n
@@ -378,5 +402,3 @@ def decode_all_frames(path: Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-

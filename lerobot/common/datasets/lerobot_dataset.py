@@ -55,7 +55,9 @@ def check_delta_timestamps(
             deltas = [deltas]
         deltas = np.asarray(list(deltas), dtype=np.float64)
         if deltas.ndim != 1 or len(deltas) == 0:
-            raise InvalidDeltaTimestampsError(f"delta_timestamps[{key!r}] must be a non-empty list of seconds.")
+            raise InvalidDeltaTimestampsError(
+                f"delta_timestamps[{key!r}] must be a non-empty list of seconds."
+            )
         frames = np.round(deltas * fps)
         bad = np.abs(frames / fps - deltas) > tolerance_s
         if bad.any():
@@ -171,7 +173,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             names = read_schema(path).names
             wanted = [c for c in names if c not in image_keys and c not in video_keys]
             tables.append(read_table(path, columns=wanted))
-        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         if "episode_index" not in table.column_names:
             raise CorruptFileError(f"The data files {files} of {self.root} have no 'episode_index' column.")
 
@@ -209,7 +211,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
                 continue
             self._columns[name] = column_to_numpy(column, name, files)[rows]
         if "timestamp" not in self._columns:
-            frame = self._columns.get("frame_index", np.arange(len(rows)) - self._ep_from[self._episode_pos_of_row])
+            frame = self._columns.get(
+                "frame_index", np.arange(len(rows)) - self._ep_from[self._episode_pos_of_row]
+            )
             self._columns["timestamp"] = (frame / self.fps).astype(np.float32)
         self._timestamps = self._columns["timestamp"].astype(np.float64).reshape(-1)
 
@@ -249,7 +253,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     @property
     def stats(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {k: {s: torch.as_tensor(np.asarray(v)) for s, v in d.items()} for k, d in self.meta.stats.items()}
+        return {
+            k: {s: torch.as_tensor(np.asarray(v)) for s, v in d.items()} for k, d in self.meta.stats.items()
+        }
 
     @property
     def camera_keys(self) -> list[str]:
@@ -407,13 +413,23 @@ def column_to_numpy(column: pa.ChunkedArray, name: str, files: list[str]) -> np.
     if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ):
         shape = []
         values = column
-        while pa.types.is_fixed_size_list(values.type) or pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        while (
+            pa.types.is_fixed_size_list(values.type)
+            or pa.types.is_list(values.type)
+            or pa.types.is_large_list(values.type)
+        ):
             if len(values) == 0:
                 break
-            lengths = values.value_lengths().to_numpy(zero_copy_only=False) if not pa.types.is_fixed_size_list(values.type) else None
+            lengths = (
+                values.value_lengths().to_numpy(zero_copy_only=False)
+                if not pa.types.is_fixed_size_list(values.type)
+                else None
+            )
             width = values.type.list_size if lengths is None else int(lengths[0])
             if lengths is not None and (lengths != width).any():
-                raise CorruptFileError(f"Column {name!r} in {files} has rows of different lengths; expected fixed size.")
+                raise CorruptFileError(
+                    f"Column {name!r} in {files} has rows of different lengths; expected fixed size."
+                )
             shape.append(width)
             values = values.flatten()
         flat = values.to_numpy(zero_copy_only=False)
@@ -421,6 +437,7 @@ def column_to_numpy(column: pa.ChunkedArray, name: str, files: list[str]) -> np.
     if pa.types.is_boolean(typ):
         return column.to_numpy(zero_copy_only=False).astype(bool)
     if pa.types.is_struct(typ):
-        raise CorruptFileError(f"Column {name!r} in {files} is a struct that is not a declared camera feature.")
+        raise CorruptFileError(
+            f"Column {name!r} in {files} is a struct that is not a declared camera feature."
+        )
     return column.to_numpy(zero_copy_only=False)
-

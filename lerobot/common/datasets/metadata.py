@@ -155,7 +155,9 @@ def load_metadata(root: Path) -> DatasetMetadata:
 def normalize_feature(key: str, feature: dict, path: Path) -> dict:
     """Validate one `info.json` feature and give it a canonical form (tuple shape, names kept as found)."""
     if not isinstance(feature, dict) or "dtype" not in feature or "shape" not in feature:
-        raise MetadataError(f"{path}: feature {key!r} must be an object with 'dtype' and 'shape', got {feature!r}.")
+        raise MetadataError(
+            f"{path}: feature {key!r} must be an object with 'dtype' and 'shape', got {feature!r}."
+        )
     out = dict(feature)
     out["shape"] = tuple(int(s) for s in feature["shape"])
     if out["dtype"] in VISUAL_DTYPES:

@@ -25,7 +25,9 @@ _REPO_PART = re.compile(r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_.\-]{1,96}$")
 def validate_repo_id(repo_id: str) -> str:
     """Return `repo_id` if it is `namespace/name`, else raise InvalidRepoIdError explaining the rule."""
     if not isinstance(repo_id, str):
-        raise InvalidRepoIdError(f"repo_id must be a string like 'lerobot/pusht', got {type(repo_id).__name__}.")
+        raise InvalidRepoIdError(
+            f"repo_id must be a string like 'lerobot/pusht', got {type(repo_id).__name__}."
+        )
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts):
         raise InvalidRepoIdError(
@@ -39,7 +41,9 @@ def safe_join(root: Path, relative: str | os.PathLike) -> Path:
     """Join a path read from metadata onto `root`, refusing anything that would land outside `root`."""
     rel = Path(relative)
     if rel.is_absolute():
-        raise UnsafePathError(f"Path {str(relative)!r} in the dataset metadata is absolute; it must be relative.")
+        raise UnsafePathError(
+            f"Path {str(relative)!r} in the dataset metadata is absolute; it must be relative."
+        )
     root_resolved = Path(root).resolve()
     full = (root_resolved / rel).resolve()
     if full != root_resolved and root_resolved not in full.parents:
@@ -88,7 +92,9 @@ def load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e}). Restore it from the original dataset.") from e
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({e}). Restore it from the original dataset."
+        ) from e
 
 
 def write_jsonlines(rows: list[dict], path: Path) -> None:

@@ -19,7 +19,9 @@ DEFAULT_CACHE_BUDGET_GB = 20.0
 class DirectVideoReader:
     """Decode the requested frames from the mp4 every time (PyAV, seeking to the nearest keyframe)."""
 
-    def get_frames(self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment) -> torch.Tensor:
+    def get_frames(
+        self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment
+    ) -> torch.Tensor:
         from lerobot.common.datasets.video_utils import decode_video_frames
 
         return decode_video_frames(path, timestamps, tolerance_s)
@@ -33,8 +35,12 @@ class CachedVideoReader:
 
         self.cache = DecodedFrameCache(cache_dir)
 
-    def get_frames(self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment) -> torch.Tensor:
-        return self.cache.get_frames(path, timestamps, tolerance_s, segment=(segment.from_timestamp, segment.to_timestamp))
+    def get_frames(
+        self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment
+    ) -> torch.Tensor:
+        return self.cache.get_frames(
+            path, timestamps, tolerance_s, segment=(segment.from_timestamp, segment.to_timestamp)
+        )
 
 
 def decoded_size_bytes(dataset) -> int:

@@ -47,7 +47,9 @@ def validate_features(features: dict, use_videos: bool) -> dict:
         if key in DEFAULT_FEATURES:
             continue
         if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
-            raise FeatureMismatchError(f"Feature {key!r} must be a dict with 'dtype' and 'shape', got {spec!r}.")
+            raise FeatureMismatchError(
+                f"Feature {key!r} must be a dict with 'dtype' and 'shape', got {spec!r}."
+            )
         if "/" in key:
             raise FeatureMismatchError(f"Feature key {key!r} may not contain '/' (it separates stats keys).")
         dtype = spec["dtype"]
@@ -56,7 +58,9 @@ def validate_features(features: dict, use_videos: bool) -> dict:
         shape = tuple(int(s) for s in spec["shape"])
         if dtype in VISUAL_DTYPES:
             if len(shape) != 3 or shape[2] not in (1, 3):
-                raise FeatureMismatchError(f"Camera feature {key!r} needs shape (height, width, channels), got {shape}.")
+                raise FeatureMismatchError(
+                    f"Camera feature {key!r} needs shape (height, width, channels), got {shape}."
+                )
             if dtype == "video" and not use_videos:
                 dtype = "image"
         names = spec.get("names")
@@ -80,11 +84,15 @@ def to_hwc_uint8(key: str, value, shape: tuple[int, int, int]) -> np.ndarray:
     if arr.ndim == 2 and shape[2] == 1:
         arr = arr[..., None]
     if arr.shape != shape:
-        raise FeatureMismatchError(f"Frame value for {key!r} has shape {arr.shape}; the feature declares {shape} (H, W, C).")
+        raise FeatureMismatchError(
+            f"Frame value for {key!r} has shape {arr.shape}; the feature declares {shape} (H, W, C)."
+        )
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
             if arr.size and (arr.min() < 0 or arr.max() > 1):
-                raise FeatureMismatchError(f"Float image for {key!r} must be in [0, 1]; got [{arr.min()}, {arr.max()}].")
+                raise FeatureMismatchError(
+                    f"Float image for {key!r} must be in [0, 1]; got [{arr.min()}, {arr.max()}]."
+                )
             arr = np.round(arr * 255)
         arr = arr.astype(np.uint8)
     return arr
@@ -192,7 +200,9 @@ class LeRobotDatasetWriter:
         self.store = layout.make_store(root, info)
         self.features = info["features"]
         self.fps = info["fps"]
-        self._executor = ThreadPoolExecutor(max_workers=max(1, image_writer_threads), thread_name_prefix="png")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, image_writer_threads), thread_name_prefix="png"
+        )
         self._pending: list[Future] = []
         self._reset_buffer()
 
@@ -226,7 +236,9 @@ class LeRobotDatasetWriter:
         return len(self._timestamps)
 
     def image_path(self, key: str, frame_index: int) -> Path:
-        return self.root / "images" / key / f"episode-{self.episode_index:06d}" / f"frame-{frame_index:06d}.png"
+        return (
+            self.root / "images" / key / f"episode-{self.episode_index:06d}" / f"frame-{frame_index:06d}.png"
+        )
 
     def add_frame(self, frame: dict, task: str | None = None) -> None:
         """Buffer one frame. Keys: every declared feature; optional 'task' (str) and 'timestamp' (seconds)."""
@@ -283,7 +295,9 @@ class LeRobotDatasetWriter:
                 "Every frame needs a task: pass save_episode(task='...') or add a 'task' string to each frame."
             )
         self._wait_for_images()
-        columns = {k: np.stack(v) if self.features[k]["dtype"] != "string" else v for k, v in self._frames.items()}
+        columns = {
+            k: np.stack(v) if self.features[k]["dtype"] != "string" else v for k, v in self._frames.items()
+        }
         episode = layout.EpisodeData(
             episode_index=self.episode_index,
             columns=columns,
@@ -291,7 +305,9 @@ class LeRobotDatasetWriter:
             tasks=tasks,
             image_paths={k: v for k, v in self._image_paths.items() if self.features[k]["dtype"] == "image"},
             video_frame_dirs={
-                k: self.image_path(k, 0).parent for k in self.camera_keys if self.features[k]["dtype"] == "video"
+                k: self.image_path(k, 0).parent
+                for k in self.camera_keys
+                if self.features[k]["dtype"] == "video"
             },
         )
         index = self.store.write_episode(episode, self.encoding)
@@ -311,7 +327,9 @@ class LeRobotDatasetWriter:
     def finalize(self) -> None:
         """Finish: wait for background writes, drop temporary images. The dataset was already complete."""
         if self.episode_buffer_size:
-            logger.warning("finalize(): dropping %d unsaved frames of the episode in progress.", self.episode_buffer_size)
+            logger.warning(
+                "finalize(): dropping %d unsaved frames of the episode in progress.", self.episode_buffer_size
+            )
         self._wait_for_images()
         shutil.rmtree(self.root / "images", ignore_errors=True)
         self._executor.shutdown(wait=True)
@@ -328,7 +346,9 @@ def write_png(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image if image.shape[2] == 3 else image[..., 0]).save(path, compress_level=1)
 
 
-def episode_table(episode: layout.EpisodeData, features: dict, first_index: int, task_indices: list[int]) -> pa.Table:
+def episode_table(
+    episode: layout.EpisodeData, features: dict, first_index: int, task_indices: list[int]
+) -> pa.Table:
     """The parquet rows of one episode, with the Hugging Face features schema that `datasets` expects."""
     n = len(episode.timestamps)
     arrays = {}

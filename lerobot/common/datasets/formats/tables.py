@@ -47,4 +47,6 @@ def read_schema(path: Path) -> pa.Schema:
                     return pa.ipc.open_file(source).schema
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise CorruptFileError(f"Cannot read the schema of {path} ({e}); the file is truncated or corrupt.") from e
+        raise CorruptFileError(
+            f"Cannot read the schema of {path} ({e}); the file is truncated or corrupt."
+        ) from e

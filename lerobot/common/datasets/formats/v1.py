@@ -51,7 +51,9 @@ def hf_features(root: Path, data_files: list[str]) -> dict:
     schema = read_schema(safe_join(root, data_files[0]))
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
-        raise MetadataError(f"{data_files[0]} carries no Hugging Face feature metadata; cannot tell its columns.")
+        raise MetadataError(
+            f"{data_files[0]} carries no Hugging Face feature metadata; cannot tell its columns."
+        )
     return json.loads(raw)["info"]["features"]
 
 
@@ -100,7 +102,9 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
     starts = np.flatnonzero(np.r_[True, episode_col[1:] != episode_col[:-1]])
     ends = np.r_[starts[1:], len(episode_col)]
     if len(np.unique(episode_col[starts])) != len(starts):
-        raise CorruptFileError(f"The rows of {root} are not grouped by episode: episode_index repeats in runs.")
+        raise CorruptFileError(
+            f"The rows of {root} are not grouped by episode: episode_index repeats in runs."
+        )
 
     index_col = table.column("index").to_numpy() if "index" in table.column_names else np.arange(len(table))
     video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
@@ -134,7 +138,9 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
         try:
             stats = unflatten_dict(load_safetensors(str(stats_path)))
         except Exception as e:
-            raise CorruptFileError(f"Cannot read {stats_path} ({e}); restore it from the original dataset.") from e
+            raise CorruptFileError(
+                f"Cannot read {stats_path} ({e}); restore it from the original dataset."
+            ) from e
 
     if "language_instruction" in table.column_names:
         tasks = sorted(set(pc.unique(table.column("language_instruction")).to_pylist()))

@@ -1,12 +1,12 @@
 """Formats v2.0 and v2.1 (2024-11 to 2025-09): one parquet and one mp4 per episode, JSON-lines metadata.
 
-    meta/info.json            features, fps, path templates, chunks_size
-    meta/episodes.jsonl       {"episode_index", "tasks", "length"} per line
-    meta/tasks.jsonl          {"task_index", "task"} per line
-    meta/stats.json           global stats (v2.0; v2.1 may drop it in favour of ...)
-    meta/episodes_stats.jsonl per-episode stats (v2.1)
-    data/chunk-XXX/episode_XXXXXX.parquet
-    videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4
+meta/info.json            features, fps, path templates, chunks_size
+meta/episodes.jsonl       {"episode_index", "tasks", "length"} per line
+meta/tasks.jsonl          {"task_index", "task"} per line
+meta/stats.json           global stats (v2.0; v2.1 may drop it in favour of ...)
+meta/episodes_stats.jsonl per-episode stats (v2.1)
+data/chunk-XXX/episode_XXXXXX.parquet
+videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ REQUIRED_INFO_KEYS = ["fps", "features", "data_path", "chunks_size"]
 
 def stats_from_json(raw: dict) -> dict[str, dict[str, np.ndarray]]:
     return {
-        key: {name: np.asarray(value, dtype=np.float64 if name == "count" else np.float32) for name, value in s.items()}
+        key: {
+            name: np.asarray(value, dtype=np.float64 if name == "count" else np.float32)
+            for name, value in s.items()
+        }
         for key, s in raw.items()
     }
 
@@ -77,7 +80,9 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
         data_path = format_template(info["data_path"], info_path, episode_chunk=chunk, episode_index=ep)
         videos = {
             key: VideoSegment(
-                format_template(video_template, info_path, episode_chunk=chunk, video_key=key, episode_index=ep),
+                format_template(
+                    video_template, info_path, episode_chunk=chunk, video_key=key, episode_index=ep
+                ),
                 0.0,
                 length / info["fps"],
             )

@@ -37,14 +37,18 @@ EPISODE_COLUMNS = ["episode_index", "length", "dataset_from_index", "dataset_to_
 def read_parquet_dir(folder: Path, what: str) -> pa.Table:
     files = sorted(folder.glob("chunk-*/file-*.parquet"))
     if not files:
-        raise MissingFileError(f"No {what} files under {folder}; a v3.0 dataset stores them as chunk-XXX/file-XXX.parquet.")
+        raise MissingFileError(
+            f"No {what} files under {folder}; a v3.0 dataset stores them as chunk-XXX/file-XXX.parquet."
+        )
     tables = []
     for f in files:
         try:
             tables.append(pq.read_table(f))
         except (pa.ArrowInvalid, OSError) as e:
-            raise CorruptFileError(f"Cannot read {f} ({e}); it is truncated or corrupt. Restore or re-download it.") from e
-    return pa.concat_tables(tables, promote_options="default")
+            raise CorruptFileError(
+                f"Cannot read {f} ({e}); it is truncated or corrupt. Restore or re-download it."
+            ) from e
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def read_tasks(path: Path) -> dict[int, str]:
@@ -76,10 +80,14 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
     table = read_parquet_dir(root / "meta" / "episodes", "episode metadata")
     needed = EPISODE_COLUMNS + ["data/chunk_index", "data/file_index"]
     for key in video_keys:
-        needed += [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+        needed += [
+            f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+        ]
     missing = [c for c in needed if c not in table.column_names]
     if missing:
-        raise MetadataError(f"The episode metadata under {root / 'meta' / 'episodes'} lacks the column(s) {missing}.")
+        raise MetadataError(
+            f"The episode metadata under {root / 'meta' / 'episodes'} lacks the column(s) {missing}."
+        )
     cols = {c: table.column(c).to_pylist() for c in needed}
     tasks_col = table.column("tasks").to_pylist() if "tasks" in table.column_names else [[]] * len(table)
 
@@ -104,7 +112,9 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
                 file_index=cols[f"videos/{key}/file_index"][i],
             )
             videos[key] = VideoSegment(
-                path, float(cols[f"videos/{key}/from_timestamp"][i]), float(cols[f"videos/{key}/to_timestamp"][i])
+                path,
+                float(cols[f"videos/{key}/from_timestamp"][i]),
+                float(cols[f"videos/{key}/to_timestamp"][i]),
             )
         episodes[ep] = EpisodeRecord(
             episode_index=ep,
