@@ -13,12 +13,15 @@ from tests.conftest import require_shared_data
 from tests.datasets.helpers import record
 
 
-def assert_same_items(a: LeRobotDataset, b: LeRobotDataset, image_atol: float, indices=None):
+def assert_same_items(
+    a: LeRobotDataset, b: LeRobotDataset, image_atol: float, indices=None, renumbered=False
+):
     assert len(a) == len(b)
+    skip = ("task", "task_index") + (("episode_index", "index") if renumbered else ())
     for i in indices if indices is not None else range(len(a)):
         x, y = a[i], b[i]
         for key, value in x.items():
-            if key in ("task", "task_index"):
+            if key in skip:
                 continue
             assert key in y, key
             if key in a.camera_keys:
@@ -69,5 +72,7 @@ def test_convert_real_v21_subset(tmp_path):
     convert_dataset("g1/x", root, tmp_path / "g1", episodes=[29], progress=False)
     a = LeRobotDataset("g1/x", root=root, episodes=[29], decoded_frame_cache=False)
     b = LeRobotDataset("g1/x", root=tmp_path / "g1", decoded_frame_cache=False)
-    assert b.num_episodes == 1 and b.episodes == [29]
-    assert_same_items(a, b, image_atol=0, indices=[0, 100, len(a) - 1])
+    # A converted subset is a dataset of its own: episodes are renumbered from 0.
+    assert b.num_episodes == 1 and b.episodes == [0]
+    assert b[0]["index"].item() == 0
+    assert_same_items(a, b, image_atol=0, indices=[0, 100, len(a) - 1], renumbered=True)

@@ -38,9 +38,9 @@ class CachedVideoReader:
     def get_frames(
         self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment
     ) -> torch.Tensor:
-        return self.cache.get_frames(
-            path, timestamps, tolerance_s, segment=(segment.from_timestamp, segment.to_timestamp)
-        )
+        # v1.x videos hold one episode each and record no span: cache the whole file.
+        span = None if segment.to_timestamp is None else (segment.from_timestamp, segment.to_timestamp)
+        return self.cache.get_frames(path, timestamps, tolerance_s, segment=span)
 
 
 def decoded_size_bytes(dataset) -> int:
