@@ -30,5 +30,6 @@ available_datasets_per_env = {
 }
 available_real_world_datasets = ["lerobot/umi_cup_in_the_wild"]
 available_datasets = sorted(
-    {repo for repos in available_datasets_per_env.values() for repo in repos} | set(available_real_world_datasets)
+    {repo for repos in available_datasets_per_env.values() for repo in repos}
+    | set(available_real_world_datasets)
 )

@@ -233,4 +233,3 @@ def push_dataset_to_hub(
     )
     api.create_tag(repo_id, tag=meta.codebase_version, revision=branch, repo_type="dataset", exist_ok=True)
     return f"https://huggingface.co/datasets/{repo_id}"
-
