@@ -151,6 +151,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self._check_timestamps_sync()
         self._hf_dataset = None
         self._frame_reader = None
+        self._video_paths: dict[str, Path] = {}
 
     def _data_files(self) -> list[str]:
         if self.meta.codebase_version.startswith("v1."):
@@ -365,10 +366,11 @@ class LeRobotDataset(torch.utils.data.Dataset):
         episode = self.meta.episodes[self.episodes[self._episode_pos_of_row[rows[0]]]]
         segment = episode.videos[key]
         timestamps = (segment.from_timestamp + self._timestamps[rows]).tolist()
-        frames = self._video_reader().get_frames(
-            safe_join(self.root, segment.path), timestamps, self.tolerance_s, segment
-        )
-        return frames.float().div_(255)
+        path = self._video_paths.get(segment.path)
+        if path is None:
+            path = self._video_paths[segment.path] = safe_join(self.root, segment.path)
+        frames = self._video_reader().get_frames(path, timestamps, self.tolerance_s, segment)
+        return to_unit_float(frames.numpy())
 
     def _read_images(self, key: str, rows: np.ndarray) -> torch.Tensor:
         from PIL import Image
@@ -381,8 +383,7 @@ class LeRobotDataset(torch.utils.data.Dataset):
             data = value["bytes"] if value.get("bytes") else safe_join(self.root, value["path"]).read_bytes()
             with Image.open(io.BytesIO(data)) as img:
                 frames.append(np.asarray(img.convert("RGB")))
-        stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
-        return stacked.float().div_(255)
+        return to_unit_float(np.stack(frames).transpose(0, 3, 1, 2))
 
     def _video_reader(self):
         if self._frame_reader is None:
@@ -404,6 +405,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
         from lerobot.common.datasets.hub import push_dataset_to_hub
 
         return push_dataset_to_hub(self.root, self.repo_id, **kwargs)
+
+
+def to_unit_float(frames: np.ndarray) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]. Done in numpy: torch splits such small ops over threads, which costs
+    milliseconds per call when the cores are busy (e.g. with DataLoader workers)."""
+    out = frames.astype(np.float32)
+    out /= 255
+    return torch.from_numpy(out)
 
 
 def column_to_numpy(column: pa.ChunkedArray, name: str, files: list[str]) -> np.ndarray:
