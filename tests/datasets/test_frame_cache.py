@@ -15,12 +15,8 @@ import torch
 from lerobot.common.datasets import frame_cache as fc
 from lerobot.common.datasets.errors import MissingFileError, TimestampSyncError
 from lerobot.common.datasets.frame_cache import DecodedFrameCache, default_frame_cache_dir
-from lerobot.common.datasets.video_utils import (
-    close_video_readers,
-    concatenate_videos,
-    decode_video_frames,
-    encode_video_frames,
-)
+from lerobot.common.datasets.video_decoding import close_video_readers, decode_video_frames
+from lerobot.common.datasets.video_utils import concatenate_videos, encode_video_frames
 
 FPS = 15
 TOL = 1e-4
@@ -173,7 +169,9 @@ def test_concurrent_first_touch_decodes_once(tmp_path, videos):
     segment = spans[1]
     expected = decode_video_frames(shared, [segment[0], segment[0] + 2 / FPS], TOL).numpy().tobytes()
     close_video_readers()
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a pytest-xdist worker that already ran threaded decoders can deadlock the
+    # child, which would test the runner rather than the cache's cross-process lock.
+    ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     counter = tmp_path / "decodes.txt"
     args = (str(tmp_path / "cache"), str(shared), segment, str(counter), barrier, results)

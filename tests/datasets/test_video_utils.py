@@ -14,21 +14,19 @@ import pytest
 import torch
 from av.video.frame import PictureType
 
-from lerobot.common.datasets import video_utils
+from lerobot.common.datasets import video_decoding
 from lerobot.common.datasets.errors import (
     DatasetExistsError,
     MissingFileError,
     TimestampSyncError,
     VideoDecodingError,
 )
+from lerobot.common.datasets.video_decoding import close_video_readers, decode_video_frames, iter_video_frames
 from lerobot.common.datasets.video_utils import (
-    close_video_readers,
     concatenate_videos,
-    decode_video_frames,
     encode_video_frames,
     get_video_info,
     get_video_num_frames_and_duration,
-    iter_video_frames,
 )
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -291,7 +289,7 @@ def test_reader_cache_sees_rewritten_file_and_fork(tmp_path):
     encode_video_frames([coded_frame(8)] * 5, path, 10, vcodec="libx264", overwrite=True)
     assert read_code(decode_video_frames(path, [0.0], TOL)[0]) == 8
     # Simulate running in a forked child: inherited readers must not be reused.
-    cache = video_utils._READERS
+    cache = video_decoding._READERS
     old = next(iter(cache.readers.values()))
     cache.pid = -1
     assert read_code(decode_video_frames(path, [0.1], TOL)[0]) == 8
@@ -407,10 +405,10 @@ def test_concatenate_videos_refuses_mismatch_and_overwrite(tmp_path):
 
 
 def test_decoder_threads_policy(monkeypatch):
-    assert video_utils.decoder_thread_count(96, 96) == 1
-    assert video_utils.decoder_thread_count(640, 480) == 0
+    assert video_decoding.decoder_thread_count(96, 96) == 1
+    assert video_decoding.decoder_thread_count(640, 480) == 0
     monkeypatch.setenv("LEROBOT_VIDEO_DECODE_THREADS", "3")
-    assert video_utils.decoder_thread_count(96, 96) == 3
+    assert video_decoding.decoder_thread_count(96, 96) == 3
 
 
 def test_real_files_glob_skip_safe():

@@ -44,15 +44,13 @@ from lerobot.common.datasets.errors import (
     TimestampSyncError,
 )
 from lerobot.common.datasets.utils import atomic_path
-from lerobot.common.datasets.video_utils import (
+from lerobot.common.datasets.video_decoding import (
     _as_query_array,
-    _open_input,
-    _stream_fps,
     check_tolerance,
-    get_video_num_frames_and_duration,
     iter_video_frames,
     nearest_frame_indices,
 )
+from lerobot.common.datasets.video_utils import _open_input, _stream_fps, get_video_num_frames_and_duration
 
 _FORMAT_VERSION = 1
 _SUFFIXES = (".frames", ".json", ".lock")

@@ -22,7 +22,7 @@ class DirectVideoReader:
     def get_frames(
         self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment
     ) -> torch.Tensor:
-        from lerobot.common.datasets.video_utils import decode_video_frames
+        from lerobot.common.datasets.video_decoding import decode_video_frames
 
         return decode_video_frames(path, timestamps, tolerance_s)
 
