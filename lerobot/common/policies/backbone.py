@@ -1,0 +1,267 @@
+"""ResNet image backbones for the policies, written to be weight-compatible with torchvision.
+
+The modules and parameters carry torchvision's names (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`,
+...), so an ImageNet checkpoint saved by torchvision (`resnet18-f37072fd.pth`, or the same tensors in a
+`.safetensors` file) loads with `load_torchvision_weights`. Only the convolutional trunk is built: there is
+no `avgpool`/`fc`, and `forward` returns the layer4 feature map, (B, 3, H, W) -> (B, 512, H/32, W/32).
+
+Normalisation layers, chosen with `norm`:
+* "frozen_batch_norm": `FrozenBatchNorm2d`, batch norm with fixed statistics and affine terms (ACT, as DETR);
+* "batch_norm": `nn.BatchNorm2d`;
+* "group_norm": `nn.GroupNorm` with C // 16 groups (Diffusion Policy, VQ-BeT; batch-size independent).
+
+Also here: centre/random crops and resizing of image batches, used by policies that crop their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# Blocks per stage; both use the two-conv "basic" block.
+RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+RESNET_OUT_CHANNELS = 512
+# The files behind torchvision's weight enums, and where torch.hub caches them.
+TORCHVISION_WEIGHT_FILES = {
+    "ResNet18_Weights.IMAGENET1K_V1": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "ResNet34_Weights.IMAGENET1K_V1": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm whose statistics and affine parameters are fixed buffers, never trained.
+
+    Computes (x - running_mean) / sqrt(running_var + eps) * weight + bias, exactly what `nn.BatchNorm2d`
+    computes in eval mode, in train mode as well. Loading a BatchNorm2d state dict works: its
+    `num_batches_tracked` entry is ignored.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def make_norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    if norm == "frozen_batch_norm":
+        return FrozenBatchNorm2d
+    if norm == "batch_norm":
+        return nn.BatchNorm2d
+    if norm == "group_norm":
+        return lambda channels: nn.GroupNorm(num_groups=channels // 16, num_channels=channels)
+    raise ValueError(f"Unknown norm {norm!r}; choose 'frozen_batch_norm', 'batch_norm' or 'group_norm'.")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection; `downsample` matches the skip path's shape."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int, norm_layer: Callable[[int], nn.Module]):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm_layer(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = norm_layer(channels)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), norm_layer(channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = x if self.downsample is None else self.downsample(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        return self.relu(x + skip)
+
+
+class ResNet(nn.Module):
+    """ResNet-18/34 trunk: stem (stride 4) then four stages (strides 1, 2, 2, 2); returns the layer4 map."""
+
+    def __init__(self, name: str = "resnet18", norm: str = "frozen_batch_norm"):
+        super().__init__()
+        if name not in RESNET_LAYERS:
+            raise ValueError(f"Unsupported vision backbone {name!r}; choose one of {sorted(RESNET_LAYERS)}.")
+        norm_layer = make_norm_layer(norm)
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        channels, in_channels = (64, 128, 256, 512), 64
+        for i, (n_blocks, c) in enumerate(zip(RESNET_LAYERS[name], channels)):
+            stride = 1 if i == 0 else 2
+            blocks = [
+                BasicBlock(in_channels if j == 0 else c, c, stride if j == 0 else 1, norm_layer)
+                for j in range(n_blocks)
+            ]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            in_channels = c
+        self.out_channels = RESNET_OUT_CHANNELS
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's initialisation, so a randomly initialised backbone trains like theirs.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, ceil(H/32), ceil(W/32))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pretrained weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a `.safetensors` file, or of a torch file holding a plain state dict (no pickled code)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"Backbone weights file {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"Could not read {str(path)!r} as a state dict (only plain tensors are accepted, no pickled "
+            f"objects): {e}. Convert it to .safetensors or save `model.state_dict()` with torch.save."
+        ) from e
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(state_dict).__name__}, expected a state dict.")
+    return state_dict
+
+
+def load_torchvision_weights(model: ResNet, state_dict: dict[str, Tensor]) -> None:
+    """Load a torchvision ResNet state dict into `model` (the classifier `fc.*` is dropped).
+
+    Raises ValueError naming the missing/unexpected/mis-shaped keys if the file is not a matching ResNet.
+    """
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    if isinstance(model.bn1, FrozenBatchNorm2d):
+        state_dict = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mis_shaped = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or mis_shaped:
+        raise ValueError(
+            "Backbone weights do not match a torchvision ResNet of this size: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
+            f"wrong shape {mis_shaped[:5]}{'...' if len(mis_shaped) > 5 else ''}."
+        )
+    model.load_state_dict(state_dict)
+
+
+def resolve_pretrained_weights(weights: str | Path | None) -> Path | None:
+    """The file to load for `pretrained_backbone_weights`: None, a path, or a torchvision enum name.
+
+    An enum name (e.g. "ResNet18_Weights.IMAGENET1K_V1") is resolved to torch.hub's cache, where torchvision
+    keeps its downloads; this package never downloads it.
+    """
+    if weights is None:
+        return None
+    if str(weights) in TORCHVISION_WEIGHT_FILES:
+        url = TORCHVISION_WEIGHT_FILES[str(weights)]
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if cached.is_file():
+            return cached
+        raise FileNotFoundError(
+            f"pretrained_backbone_weights={str(weights)!r} names torchvision's ImageNet weights, which this "
+            f"package does not download. Download {url} (e.g. `curl -LO {url}`), then pass its path as "
+            f"pretrained_backbone_weights, or put it at {cached}. Use pretrained_backbone_weights=None for a "
+            "randomly initialised backbone."
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained_backbone_weights={str(weights)!r} is neither an existing file nor one of "
+            f"{sorted(TORCHVISION_WEIGHT_FILES)}. Pass a torchvision ResNet state dict (.safetensors or .pth) "
+            "or None."
+        )
+    return path
+
+
+def imagenet_stats() -> dict[str, Tensor]:
+    """ImageNet channel mean/std as camera stats, shape (3, 1, 1). The reference ACT configs put these in place
+    of the dataset's camera stats (`override_dataset_stats`) so inputs match an ImageNet-pretrained backbone."""
+    return {
+        "mean": torch.tensor(IMAGENET_MEAN).reshape(3, 1, 1),
+        "std": torch.tensor(IMAGENET_STD).reshape(3, 1, 1),
+    }
+
+
+def make_backbone(name: str, norm: str, pretrained_weights: str | Path | None = None) -> ResNet:
+    """A ResNet trunk, randomly initialised or loaded from a torchvision-format weights file."""
+    model = ResNet(name, norm)
+    path = resolve_pretrained_weights(pretrained_weights)
+    if path is not None:
+        load_torchvision_weights(model, read_state_dict(path))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Crops and resizing of (B, C, H, W) batches
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_crop(images: Tensor, size: tuple[int, int]) -> tuple[int, int]:
+    h, w = images.shape[-2:]
+    if size[0] > h or size[1] > w:
+        raise ValueError(f"Crop size {tuple(size)} is larger than the images ({h}, {w}).")
+    return h, w
+
+
+def center_crop(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """(..., C, H, W) -> (..., C, h, w), the centred window (offsets rounded as torchvision does)."""
+    h, w = _check_crop(images, size)
+    top, left = round((h - size[0]) / 2), round((w - size[1]) / 2)
+    return images[..., top : top + size[0], left : left + size[1]]
+
+
+def random_crop(images: Tensor, size: tuple[int, int], generator: torch.Generator | None = None) -> Tensor:
+    """(B, C, H, W) -> (B, C, h, w), an independent uniformly drawn window for every image of the batch."""
+    h, w = _check_crop(images, size)
+    b = images.shape[0]
+    top = torch.randint(0, h - size[0] + 1, (b,), generator=generator).to(images.device)
+    left = torch.randint(0, w - size[1] + 1, (b,), generator=generator).to(images.device)
+    rows = top[:, None] + torch.arange(size[0], device=images.device)  # (B, h)
+    cols = left[:, None] + torch.arange(size[1], device=images.device)  # (B, w)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    crops = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, h, w, C)
+    return crops.permute(0, 3, 1, 2)
+
+
+def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, H, W) -> (B, C, h, w) by bilinear interpolation with antialiasing when shrinking."""
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)

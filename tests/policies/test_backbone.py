@@ -1,0 +1,177 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from lerobot.common.policies.backbone import (
+    FrozenBatchNorm2d,
+    ResNet,
+    center_crop,
+    imagenet_stats,
+    make_backbone,
+    random_crop,
+    resize,
+    resolve_pretrained_weights,
+)
+
+
+def torchvision_resnet18_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors under the names and shapes of torchvision's `resnet18().state_dict()`."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv(name, out_c, in_c, k):
+        sd[f"{name}.weight"] = torch.randn(out_c, in_c, k, k, generator=g) * (2 / (in_c * k * k)) ** 0.5
+
+    def bn(name, c):
+        sd[f"{name}.weight"] = 1 + 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.running_mean"] = 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.running_var"] = 0.5 + torch.rand(c, generator=g)
+        sd[f"{name}.num_batches_tracked"] = torch.tensor(100)
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    in_c = 64
+    for layer, c in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix = f"layer{layer}.{block}"
+            conv(f"{prefix}.conv1", c, in_c if block == 0 else c, 3)
+            bn(f"{prefix}.bn1", c)
+            conv(f"{prefix}.conv2", c, c, 3)
+            bn(f"{prefix}.bn2", c)
+            if block == 0 and layer > 1:
+                conv(f"{prefix}.downsample.0", c, in_c, 1)
+                bn(f"{prefix}.downsample.1", c)
+        in_c = c
+    sd["fc.weight"] = torch.randn(1000, 512, generator=g) * 0.01
+    sd["fc.bias"] = torch.zeros(1000)
+    return sd
+
+
+def reference_resnet18_features(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """ResNet-18 up to layer4 written directly with torch.nn.functional from the torchvision names."""
+
+    def bn(name, x):
+        return F.batch_norm(
+            x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"], sd[f"{name}.bias"]
+        )
+
+    x = F.relu(bn("bn1", F.conv2d(x, sd["conv1.weight"], stride=2, padding=3)))
+    x = F.max_pool2d(x, 3, stride=2, padding=1)
+    for layer in range(1, 5):
+        for block in range(2):
+            p = f"layer{layer}.{block}"
+            stride = 2 if (layer > 1 and block == 0) else 1
+            skip = x
+            if f"{p}.downsample.0.weight" in sd:
+                skip = bn(f"{p}.downsample.1", F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride))
+            y = F.relu(bn(f"{p}.bn1", F.conv2d(x, sd[f"{p}.conv1.weight"], stride=stride, padding=1)))
+            y = bn(f"{p}.bn2", F.conv2d(y, sd[f"{p}.conv2.weight"], padding=1))
+            x = F.relu(y + skip)
+    return x
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_loads_torchvision_state_dict(tmp_path, suffix):
+    sd = torchvision_resnet18_state_dict()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".safetensors":
+        save_file(sd, path)
+    else:
+        torch.save(sd, path)
+    model = make_backbone("resnet18", "frozen_batch_norm", path)
+    torch.testing.assert_close(
+        model.layer3[0].downsample[1].running_var, sd["layer3.0.downsample.1.running_var"]
+    )
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 512, 2, 3)
+    torch.testing.assert_close(out, reference_resnet18_features(sd, x), rtol=1e-4, atol=1e-4)
+
+
+def test_rejects_mismatched_or_pickled_weights(tmp_path):
+    sd = torchvision_resnet18_state_dict()
+    del sd["layer4.1.conv2.weight"]
+    save_file(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match=r"missing \['layer4.1.conv2.weight'\]"):
+        make_backbone("resnet18", "frozen_batch_norm", tmp_path / "bad.safetensors")
+    torch.save({"model": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a module object, not plain tensors
+    with pytest.raises(ValueError, match="only plain tensors"):
+        make_backbone("resnet18", "frozen_batch_norm", tmp_path / "pickled.pth")
+
+
+def test_torchvision_enum_name_needs_a_local_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth.*pretrained_backbone_weights=None"):
+        resolve_pretrained_weights("ResNet18_Weights.IMAGENET1K_V1")
+    with pytest.raises(FileNotFoundError, match="neither an existing file"):
+        resolve_pretrained_weights(tmp_path / "nope.pth")
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision_resnet18_state_dict(), cached)
+    assert resolve_pretrained_weights("ResNet18_Weights.IMAGENET1K_V1") == cached
+    assert resolve_pretrained_weights(None) is None
+
+
+def test_frozen_batch_norm_equals_batch_norm_in_eval():
+    bn = nn.BatchNorm2d(8)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    frozen = FrozenBatchNorm2d(8)
+    frozen.load_state_dict(bn.state_dict())  # num_batches_tracked is dropped
+    x = torch.randn(4, 8, 5, 5)
+    torch.testing.assert_close(frozen(x), bn.eval()(x))
+    frozen.train()
+    torch.testing.assert_close(frozen(x), bn(x))  # frozen in train mode too
+    assert list(frozen.parameters()) == []
+
+
+@pytest.mark.parametrize("norm", ["frozen_batch_norm", "batch_norm", "group_norm"])
+def test_norm_variants(norm):
+    model = ResNet("resnet18", norm)
+    layer = model.layer2[0].bn1
+    expected = {
+        "frozen_batch_norm": FrozenBatchNorm2d,
+        "batch_norm": nn.BatchNorm2d,
+        "group_norm": nn.GroupNorm,
+    }
+    assert isinstance(layer, expected[norm])
+    if norm == "group_norm":
+        assert layer.num_groups == 128 // 16
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 512, 1, 1)
+
+
+def test_resnet34_and_bad_names():
+    assert len(ResNet("resnet34").layer3) == 6
+    with pytest.raises(ValueError, match="resnet50"):
+        ResNet("resnet50")
+    with pytest.raises(ValueError, match="Unknown norm"):
+        ResNet("resnet18", "layer_norm")
+
+
+def test_crops_and_resize():
+    images = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
+    assert torch.equal(center_crop(images, (4, 4)), images[..., 1:5, 2:6])
+    g = torch.Generator().manual_seed(0)
+    crops = random_crop(images, (4, 5), generator=g)
+    assert crops.shape == (2, 3, 4, 5)
+    for b in range(2):  # every crop is a window of its own image
+        windows = [images[b, :, i : i + 4, j : j + 5] for i in range(3) for j in range(4)]
+        assert any(torch.equal(crops[b], w) for w in windows)
+    assert resize(images, (3, 4)).shape == (2, 3, 3, 4)
+    with pytest.raises(ValueError, match="larger than the images"):
+        center_crop(images, (7, 4))
+
+
+def test_imagenet_stats_are_camera_shaped():
+    stats = imagenet_stats()
+    assert stats["mean"].shape == stats["std"].shape == (3, 1, 1)
+    assert stats["mean"].flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
