@@ -8,9 +8,9 @@ extras="${LEROBOT_EXTRAS:-dev}"
 python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-  # Debian packages: software OpenGL for the MuJoCo simulators (used by the sim extras).
+  # Debian packages: software OpenGL (EGL + Mesa llvmpipe) for the MuJoCo simulators of the sim extras.
   need=""
-  for pkg in libegl1 libgl1 libglib2.0-0; do
+  for pkg in libegl1 libgl1 libglib2.0-0 libegl-mesa0 libgl1-mesa-dri libgbm1; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
