@@ -45,7 +45,8 @@ def format_template(template: str, path: Path, **kwargs) -> str:
         raise MetadataError(f"{path}: cannot fill the path template {template!r} ({e!r}).") from e
 
 
-def load_metadata(root: Path, version: str) -> DatasetMetadata:
+def load_info(root: Path) -> tuple[Path, dict, dict]:
+    """`meta/info.json` of a v2+ dataset, checked, with its features normalised (shared with the v3.0 reader)."""
     info_path = root / "meta" / "info.json"
     info = load_json(info_path)
     if "features" not in info and "keys" in info:
@@ -55,9 +56,14 @@ def load_metadata(root: Path, version: str) -> DatasetMetadata:
         )
     require_keys(info, REQUIRED_INFO_KEYS, info_path)
     features = {k: normalize_feature(k, f, info_path) for k, f in info["features"].items()}
-    video_template = info.get("video_path")
-    if any(f["dtype"] == "video" for f in features.values()) and not video_template:
+    if any(f["dtype"] == "video" for f in features.values()) and not info.get("video_path"):
         raise MetadataError(f"{info_path} declares video features but no 'video_path' template.")
+    return info_path, info, features
+
+
+def load_metadata(root: Path, version: str) -> DatasetMetadata:
+    info_path, info, features = load_info(root)
+    video_template = info.get("video_path")
 
     episodes_path = root / "meta" / "episodes.jsonl"
     if not episodes_path.is_file():

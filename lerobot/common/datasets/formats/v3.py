@@ -20,17 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lerobot.common.datasets.errors import CorruptFileError, MetadataError, MissingFileError
-from lerobot.common.datasets.formats.v2 import format_template, stats_from_json
+from lerobot.common.datasets.formats.v2 import format_template, load_info, stats_from_json
 from lerobot.common.datasets.metadata import (
     DatasetMetadata,
     EpisodeRecord,
     VideoSegment,
-    normalize_feature,
-    require_keys,
 )
 from lerobot.common.datasets.utils import load_json
 
-REQUIRED_INFO_KEYS = ["fps", "features", "data_path", "chunks_size"]
 EPISODE_COLUMNS = ["episode_index", "length", "dataset_from_index", "dataset_to_index"]
 
 
@@ -69,13 +66,8 @@ def read_tasks(path: Path) -> dict[int, str]:
 
 
 def load_metadata(root: Path, version: str) -> DatasetMetadata:
-    info_path = root / "meta" / "info.json"
-    info = load_json(info_path)
-    require_keys(info, REQUIRED_INFO_KEYS, info_path)
-    features = {k: normalize_feature(k, f, info_path) for k, f in info["features"].items()}
+    info_path, info, features = load_info(root)
     video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
-    if video_keys and not info.get("video_path"):
-        raise MetadataError(f"{info_path} declares video features but no 'video_path' template.")
 
     table = read_parquet_dir(root / "meta" / "episodes", "episode metadata")
     needed = EPISODE_COLUMNS + ["data/chunk_index", "data/file_index"]
