@@ -41,6 +41,17 @@ def test_convert_between_written_versions(tmp_path, src_version, dst_version):
     assert_same_items(a, b, image_atol=0 if src_version == "v2.1" else 12 / 255)
 
 
+@pytest.mark.parametrize(("src_version", "dst_version"), [("v3.0", "v2.1"), ("v2.1", "v3.0")])
+def test_convert_embedded_images_losslessly(tmp_path, src_version, dst_version):
+    record(tmp_path / "src", (5, 4), src_version, "image")
+    convert_dataset("test/tiny", tmp_path / "src", tmp_path / "dst", to_version=dst_version, progress=False)
+    a = LeRobotDataset("test/tiny", root=tmp_path / "src")
+    b = LeRobotDataset("test/tiny", root=tmp_path / "dst")
+    assert b.image_keys == ["observation.image"] and b.codebase_version == dst_version
+    assert_same_items(a, b, image_atol=0)
+    assert torch.allclose(b.stats["observation.image"]["mean"], a.stats["observation.image"]["mean"])
+
+
 def test_convert_refuses_existing_output(tmp_path):
     record(tmp_path / "src", (3,))
     record(tmp_path / "dst", (3,))

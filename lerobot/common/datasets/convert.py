@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from lerobot.common.datasets.layout import EpisodeData
@@ -73,9 +74,7 @@ def episode_from_source(
     )
     for key in src.image_keys:
         frames = src._read_images(key, rows)
-        data.image_paths[key] = (
-            (frames * 255).round().to(dtype=__import__("torch").uint8).permute(0, 2, 3, 1).numpy()
-        )
+        data.images[key] = (frames * 255).round().to(dtype=torch.uint8).permute(0, 2, 3, 1).numpy()
     for key in src.video_keys:
         path = reusable_video(src, episode, key)
         if path is not None:

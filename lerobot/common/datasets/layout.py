@@ -35,6 +35,7 @@ class EpisodeData:
     timestamps: np.ndarray
     tasks: list[str]
     image_paths: dict[str, list[Path]] = field(default_factory=dict)  # "image" features: PNG files
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # "image" features: uint8 (T, H, W, C) frames
     video_frame_dirs: dict[str, Path] = field(default_factory=dict)  # "video" features: folder of PNG frames
     video_files: dict[str, Path] = field(
         default_factory=dict
@@ -140,11 +141,12 @@ class Store:
                 self.task_to_index[t] = len(self.task_to_index)
         return [self.task_to_index[t] for t in tasks]
 
-    def compute_stats(self, episode: EpisodeData) -> dict:
+    def compute_stats(self, episode: EpisodeData, task_indices: list[int]) -> dict:
         from lerobot.common.datasets.compute_stats import compute_episode_stats
 
         data: dict = {k: v for k, v in episode.columns.items() if self.features[k]["dtype"] != "string"}
         data.update({k: list(v) for k, v in episode.image_paths.items()})
+        data.update(episode.images)
         for key, folder in episode.video_frame_dirs.items():
             data[key] = sorted(folder.glob("frame-*.png"))
         for key, path in episode.video_files.items():
@@ -155,7 +157,7 @@ class Store:
         data["frame_index"] = np.arange(n)
         data["episode_index"] = np.full(n, episode.episode_index)
         data["index"] = np.arange(self.num_frames, self.num_frames + n)
-        data["task_index"] = np.asarray(self.task_indices(episode.tasks))
+        data["task_index"] = np.asarray(task_indices)
         features = {k: f for k, f in self.features.items() if k in data}
         return compute_episode_stats(data, features)
 
@@ -259,8 +261,9 @@ class V3Store(Store):
         from lerobot.common.datasets.writer import episode_table, rewrite_parquet_append
 
         ep, n = episode.episode_index, episode.length
-        table = episode_table(episode, self.features, self.num_frames, self.task_indices(episode.tasks))
-        stats = self.compute_stats(episode)
+        task_indices = self.task_indices(episode.tasks)
+        table = episode_table(episode, self.features, self.num_frames, task_indices)
+        stats = self.compute_stats(episode, task_indices)
         videos = self.encode_videos(episode, encoding)
 
         def data_path(c: int, f: int) -> str:
@@ -356,8 +359,9 @@ class V21Store(Store):
 
         ep, n = episode.episode_index, episode.length
         chunk = ep // self.info["chunks_size"]
-        table = episode_table(episode, self.features, self.num_frames, self.task_indices(episode.tasks))
-        stats = self.compute_stats(episode)
+        task_indices = self.task_indices(episode.tasks)
+        table = episode_table(episode, self.features, self.num_frames, task_indices)
+        stats = self.compute_stats(episode, task_indices)
         videos = self.encode_videos(episode, encoding)
         with atomic_path(self.root / V21_DATA_PATH.format(episode_chunk=chunk, episode_index=ep)) as tmp:
             pq.write_table(table, tmp)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lerobot.common.datasets.metadata import VideoSegment
+from lerobot.common.datasets.video_decoding import decode_video_frames
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,6 @@ class DirectVideoReader:
     def get_frames(
         self, path: Path, timestamps: list[float], tolerance_s: float, segment: VideoSegment
     ) -> torch.Tensor:
-        from lerobot.common.datasets.video_decoding import decode_video_frames
-
         return decode_video_frames(path, timestamps, tolerance_s)
 
 
