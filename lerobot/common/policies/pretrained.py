@@ -80,6 +80,14 @@ class PolicyConfig:
         """Frame offsets of the actions each training sample needs (None: the current action only)."""
         return None
 
+    @property
+    def drop_n_last_frames(self) -> int:
+        """Frames at the end of each episode that training never samples as the current frame (0: none).
+
+        Diffusion Policy skips the last ones, whose action horizon would be mostly padding.
+        """
+        return 0
+
     def delta_timestamps(self, fps: float) -> dict[str, list[float]]:
         """The `delta_timestamps` to build a `LeRobotDataset` with for training this policy at `fps`."""
         out = {}
@@ -159,6 +167,21 @@ class PreTrainedPolicy(nn.Module):
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    # -- training hooks used by lerobot/scripts/train.py ----------------------------------------------------
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of the policy's reference training recipe, built from its config's `optimizer_*` fields."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its optimiser (make_optimizer).")
+
+    def make_lr_scheduler(
+        self, optimizer: torch.optim.Optimizer, num_training_steps: int
+    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """The learning-rate schedule of the reference recipe, stepped once per update; None for a constant lr."""
+        return None
+
+    def update(self) -> None:
+        """Called after every optimiser step (e.g. TD-MPC's EMA target network); nothing by default."""
 
     # -- saving -------------------------------------------------------------------------------------------
 
