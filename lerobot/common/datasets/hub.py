@@ -135,9 +135,18 @@ def resolve_dataset_root(
             "Pass root=<folder holding meta/info.json>, set DATA_DIR, or allow downloads."
         )
     target = Path(root).expanduser() if root is not None else default_lerobot_home() / repo_id
-    rev = revision or choose_revision(repo_id)
-    logger.info("Downloading %s (revision %s) to %s", repo_id, rev, target)
-    download(repo_id, target, rev, METADATA_PATTERNS)
+    try:
+        rev = revision or choose_revision(repo_id)
+        logger.info("Downloading %s (revision %s) to %s", repo_id, rev, target)
+        download(repo_id, target, rev, METADATA_PATTERNS)
+    except Exception as e:  # network errors come from several libraries (httpx, requests, huggingface_hub)
+        if isinstance(e, DatasetNotFoundError):
+            raise
+        raise DatasetNotFoundError(
+            f"Dataset {repo_id!r} is not on this machine (looked in: {', '.join(str(p) for p in looked)}, and the "
+            f"Hugging Face Hub cache) and downloading it failed: {type(e).__name__}: {e}. For a local dataset, "
+            "pass root=<folder holding meta/info.json> (or set DATA_DIR); set HF_HUB_OFFLINE=1 to never try the Hub."
+        ) from e
     if find_info_file(target) is None:
         raise DatasetNotFoundError(
             f"{repo_id}@{rev} on the Hub has no meta/info.json: it is not a LeRobot dataset."

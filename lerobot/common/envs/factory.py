@@ -82,8 +82,19 @@ def _use_headless_rendering() -> None:
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+def _silence_adroit_notice() -> None:
+    """gymnasium-robotics prints a notice about its Adroit-hand rewards on import (XArm needs the package, not
+    those envs); it would appear in every training and eval log, so drop it before the import."""
+    try:
+        from farama_notifications import notifications
+    except ImportError:
+        return
+    notifications.pop("gymnasium_robotics", None)
+
+
 def _import_sim(name: str, spec: SimSpec) -> None:
     _use_headless_rendering()
+    _silence_adroit_notice()
     try:
         importlib.import_module("gymnasium")
         importlib.import_module(spec.package)
@@ -152,3 +163,33 @@ def make_env(
         methods = multiprocessing.get_all_start_methods()
         async_context = "forkserver" if "forkserver" in methods else "spawn"
     return gym.vector.AsyncVectorEnv([thunk] * n_envs, context=async_context)
+
+
+# What each gym `obs_type` provides, as dataset keys (`preprocess_observation`'s mapping).
+_OBS_TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "pixels": ("images",),
+    "pixels_agent_pos": ("images", "observation.state"),
+    "environment_state_agent_pos": ("observation.environment_state", "observation.state"),
+}
+
+
+def observation_keys(cfg: Any) -> list[str] | None:
+    """The dataset keys a simulated env observes under its configured `gym.obs_type` (cameras from the env
+    config's `image_keys`), or None for a config without a simulator (`env.name: real_world`).
+
+    Training uses this to feed a policy exactly the inputs it will get at evaluation time.
+    """
+    env_cfg = _env_config(cfg)
+    if env_cfg.name not in SIMS:
+        return None
+    gym_kwargs = env_cfg.get("gym", None) or {}
+    obs_type = gym_kwargs.get("obs_type", "pixels_agent_pos")
+    if obs_type not in _OBS_TYPE_KEYS:
+        raise ValueError(
+            f"env.gym.obs_type={obs_type!r} gives observations without dataset names; policies can use one of "
+            f"{sorted(_OBS_TYPE_KEYS)}."
+        )
+    keys: list[str] = []
+    for key in _OBS_TYPE_KEYS[obs_type]:
+        keys += list(env_cfg.get("image_keys", None) or []) if key == "images" else [key]
+    return keys

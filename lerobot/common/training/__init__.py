@@ -1,0 +1,1 @@
+"""Training machinery shared by lerobot/scripts/train.py: checkpoints, sampling, logging, distributed runs."""

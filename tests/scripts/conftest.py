@@ -1,0 +1,117 @@
+"""A small state-only PushT dataset recorded in gym-pusht, and a helper to run train.py in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+CONFIGS = Path(__file__).resolve().parents[2] / "lerobot" / "configs"
+REPO_ID = "local/pusht_state"
+
+# Tiny policy configs for the training tests, as command-line overrides (every registered policy needs one).
+TINY_TRAIN_OVERRIDES: dict[str, list[str]] = {
+    "act": [
+        "policy=act",
+        "policy.dim_model=16",
+        "policy.n_heads=2",
+        "policy.dim_feedforward=32",
+        "policy.n_encoder_layers=1",
+        "policy.n_vae_encoder_layers=1",
+        "policy.latent_dim=4",
+        "policy.chunk_size=5",
+        "policy.n_action_steps=5",
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def pusht_state_dataset(tmp_path_factory) -> Path:
+    """4 episodes x 25 frames of a noisy pusher in gym-pusht, observed through keypoints (no images)."""
+    pytest.importorskip("gym_pusht")
+    from lerobot.common.datasets.writer import LeRobotDatasetWriter
+    from lerobot.common.envs.factory import make_env
+
+    root = tmp_path_factory.mktemp("data") / "pusht_state"
+    features = {
+        "observation.state": {"dtype": "float32", "shape": (2,), "names": None},
+        "observation.environment_state": {"dtype": "float32", "shape": (16,), "names": None},
+        "action": {"dtype": "float32", "shape": (2,), "names": None},
+        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
+    }
+    writer = LeRobotDatasetWriter.create(REPO_ID, fps=10, features=features, root=root, use_videos=False)
+    env = make_env(
+        {
+            "env": {
+                "name": "pusht",
+                "task": "PushT-v0",
+                "episode_length": 300,
+                "gym": {"obs_type": "environment_state_agent_pos"},
+            }
+        }
+    )
+    rng = np.random.default_rng(0)
+    for episode in range(4):
+        obs, _ = env.reset(seed=[episode])
+        target = rng.uniform(100, 400, size=2)
+        for t in range(25):
+            action = (target + rng.normal(0, 10, size=2)).astype(np.float32)
+            next_obs, reward, terminated, truncated, info = env.step(action[None])
+            writer.add_frame(
+                {
+                    "observation.state": obs["agent_pos"][0],
+                    "observation.environment_state": obs["environment_state"][0],
+                    "action": action,
+                    "next.reward": np.float32(reward[0]),
+                    "next.success": bool(terminated[0]),
+                    "next.done": t == 24,
+                },
+                task="Push the T onto the target.",
+            )
+            obs = next_obs
+        writer.save_episode()
+    writer.finalize()
+    env.close()
+    return root
+
+
+def base_overrides(dataset_root: Path, steps: int = 6) -> list[str]:
+    return [
+        "env=pusht",
+        "env.gym.obs_type=environment_state_agent_pos",
+        "env.episode_length=20",
+        f"dataset_repo_id={REPO_ID}",
+        f"dataset_root={dataset_root}",
+        "device=cpu",
+        "seed=1",
+        f"training.offline_steps={steps}",
+        "training.batch_size=4",
+        "training.num_workers=0",
+        "training.log_freq=1",
+        "training.save_freq=3",
+        f"training.eval_freq={steps}",
+        "eval.n_episodes=2",
+        "eval.batch_size=2",
+        "eval.max_episodes_rendered=1",
+    ]
+
+
+def run_train(overrides: list[str], run_dir: Path) -> dict:
+    """train.py's train() on the composed config, in this process (what the CLI does, minus hydra's run dir)."""
+    from hydra import compose, initialize_config_dir
+
+    from lerobot.scripts.train import open_section_overrides, train
+
+    overrides = open_section_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.2"):
+        cfg = compose("default", overrides=overrides)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg, run_dir, overrides)
+    finally:
+        torch.set_num_threads(threads)
