@@ -211,3 +211,22 @@ def test_two_processes_match_one_process_on_the_same_global_batch(pusht_state_da
     losses_one = [r["loss"] for r in read_jsonl(tmp_path / "one" / "metrics" / "train.jsonl")]
     losses_two = [r["loss"] for r in read_jsonl(tmp_path / "two" / "metrics" / "train.jsonl")]
     assert losses_one == pytest.approx(losses_two, rel=1e-4)
+
+
+def test_online_phase_trains_on_its_own_rollouts(pusht_state_dataset, tmp_path):
+    run = tmp_path / "run"
+    online = [
+        "training.online_steps=3",
+        "training.online_steps_between_rollouts=2",
+        "training.online_buffer_capacity=100",
+        "training.online_env_seed=500",
+        "training.eval_freq=0",
+        "training.save_freq=5",
+    ]
+    summary = run_train(base_overrides(pusht_state_dataset, steps=2) + TINY_TRAIN_OVERRIDES["act"] + online, run)
+    assert summary["steps"] == 5
+    logged = [r for r in read_jsonl(run / "metrics" / "train.jsonl") if "online_frames" in r]
+    assert [r["step"] for r in logged] == [3, 4, 5]
+    assert [r["online_episodes"] for r in logged] == [1, 1, 2]  # a rollout every 2 online steps
+    assert logged[0]["online_frames"] == 20  # env.episode_length
+    assert os.readlink(run / "checkpoints" / "last") == "000005"
