@@ -10,7 +10,10 @@ python="${PYTHON:-python3}"
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   # Debian packages: software OpenGL (EGL + Mesa llvmpipe) for the MuJoCo simulators of the sim extras.
   need=""
-  for pkg in libegl1 libgl1 libglib2.0-0 libegl-mesa0 libgl1-mesa-dri libgbm1; do
+  pkgs="libegl1 libgl1 libglib2.0-0 libegl-mesa0 libgl1-mesa-dri libgbm1"
+  # The test extra (dev) also gets a headless browser for the HTML episode-browser test.
+  case ",$extras," in *,dev,*) pkgs="$pkgs chromium chromium-driver" ;; esac
+  for pkg in $pkgs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then
