@@ -24,6 +24,22 @@ TINY_CONFIGS: dict[str, dict] = {
         chunk_size=10,
         n_action_steps=5,
     ),
+    "diffusion": dict(
+        # 48x48 images cropped to 40x40 give a 2x2 feature map, so the spatial softmax is not trivial.
+        input_shapes={"observation.image": [3, 48, 48], "observation.state": [4]},
+        output_shapes={"action": [3]},
+        input_normalization_modes={"observation.image": "mean_std", "observation.state": "min_max"},
+        output_normalization_modes={"action": "min_max"},
+        crop_shape=(40, 40),
+        spatial_softmax_num_keypoints=4,
+        down_dims=(16, 32),
+        kernel_size=3,
+        n_groups=4,
+        diffusion_step_embed_dim=8,
+        horizon=8,
+        n_action_steps=4,
+        num_train_timesteps=10,
+    ),
 }
 
 
@@ -52,6 +68,11 @@ def make_batch(config, batch_size: int = 2, seed: int = 0, fps: float = 10) -> d
             batch[key] = torch.randn([batch_size, *steps, *shape], generator=g)
         if key in deltas:
             batch[f"{key}_is_pad"] = torch.zeros(batch_size, *steps, dtype=torch.bool)
+    # Other sequence keys a policy asks for, e.g. TD-MPC's `next.reward`: scalars per step, (B, T).
+    for key, key_deltas in deltas.items():
+        if key not in batch:
+            batch[key] = torch.randn(batch_size, len(key_deltas), generator=g)
+            batch[f"{key}_is_pad"] = torch.zeros(batch_size, len(key_deltas), dtype=torch.bool)
     return batch
 
 

@@ -24,6 +24,17 @@ TINY_TRAIN_OVERRIDES: dict[str, list[str]] = {
         "policy.chunk_size=5",
         "policy.n_action_steps=5",
     ],
+    "diffusion": [
+        "policy=diffusion",
+        "policy.down_dims=[16,32]",
+        "policy.kernel_size=3",
+        "policy.n_groups=4",
+        "policy.diffusion_step_embed_dim=8",
+        "policy.horizon=8",
+        "policy.n_action_steps=4",
+        "policy.num_train_timesteps=10",
+        "policy.scheduler_warmup_steps=1",
+    ],
 }
 
 

@@ -25,6 +25,10 @@ POLICIES: dict[str, tuple[str, str]] = {
         "lerobot.common.policies.act.configuration_act:ACTConfig",
         "lerobot.common.policies.act.modeling_act:ACTPolicy",
     ),
+    "diffusion": (
+        "lerobot.common.policies.diffusion.configuration_diffusion:DiffusionConfig",
+        "lerobot.common.policies.diffusion.modeling_diffusion:DiffusionPolicy",
+    ),
 }
 
 

@@ -1,0 +1,155 @@
+"""The noise-prediction network of Diffusion Policy: a 1D temporal U-Net conditioned by FiLM.
+
+The action sequence (B, T, A) is treated as an A-channel signal over T time steps. Every residual block sees
+the conditioning vector (the diffusion-step embedding next to the flattened observation features) through
+FiLM: a linear map of it gives a per-channel scale and bias applied after the block's first convolution.
+
+    down levels: [res, res, halve T]  x len(down_dims)   (no halving at the last level)
+    middle:      [res, res]
+    up levels:   [concat skip, res, res, double T]  x (len(down_dims) - 1)
+    head:        conv block, 1x1 conv back to A channels
+
+Parameter names follow the reference (`down_modules.0.0.conv1.block.0.weight`, `cond_encoder.1.weight`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class DiffusionSinusoidalPosEmb(nn.Module):
+    """Diffusion step t -> (dim,) features: sin(t * f_i) then cos(t * f_i) for dim / 2 geometric frequencies
+    f_i = 10000 ** (-i / (dim / 2 - 1)), from 1 down to 1 / 10000."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: Tensor) -> Tensor:  # (B,) -> (B, dim)
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(10000) / (half - 1) * torch.arange(half, device=t.device))
+        angles = t.float()[:, None] * freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class DiffusionConv1dBlock(nn.Module):
+    """Conv1d (length preserving) -> GroupNorm -> Mish."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(n_groups, out_channels),
+            nn.Mish(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T)
+        return self.block(x)
+
+
+class DiffusionConditionalResidualBlock1d(nn.Module):
+    """Two conv blocks with FiLM conditioning in between and a (1x1 conv if needed) skip connection."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        cond_dim: int,
+        kernel_size: int,
+        n_groups: int,
+        use_film_scale_modulation: bool,
+    ):
+        super().__init__()
+        self.out_channels = out_channels
+        self.use_film_scale_modulation = use_film_scale_modulation
+        self.conv1 = DiffusionConv1dBlock(in_channels, out_channels, kernel_size, n_groups)
+        film_dim = 2 * out_channels if use_film_scale_modulation else out_channels
+        self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, film_dim))
+        self.conv2 = DiffusionConv1dBlock(out_channels, out_channels, kernel_size, n_groups)
+        self.residual_conv = (
+            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        )
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:  # x (B, C_in, T), cond (B, cond_dim)
+        h = self.conv1(x)  # (B, C_out, T)
+        film = self.cond_encoder(cond).unsqueeze(-1)  # (B, 2 * C_out or C_out, 1), constant over time
+        if self.use_film_scale_modulation:
+            scale, bias = film[:, : self.out_channels], film[:, self.out_channels :]
+            h = scale * h + bias
+        else:
+            h = h + film
+        return self.conv2(h) + self.residual_conv(x)
+
+
+class DiffusionConditionalUnet1d(nn.Module):
+    """(noisy actions (B, T, A), diffusion step (B,), observation features (B, G)) -> (B, T, A).
+
+    The output is the predicted noise or the predicted clean actions, depending on the scheduler's
+    `prediction_type`; the network is the same.
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        global_cond_dim: int,
+        down_dims: tuple[int, ...],
+        kernel_size: int,
+        n_groups: int,
+        diffusion_step_embed_dim: int,
+        use_film_scale_modulation: bool,
+    ):
+        super().__init__()
+        d = diffusion_step_embed_dim
+        self.diffusion_step_encoder = nn.Sequential(
+            DiffusionSinusoidalPosEmb(d), nn.Linear(d, 4 * d), nn.Mish(), nn.Linear(4 * d, d)
+        )
+        cond_dim = d + global_cond_dim
+
+        def res_block(c_in: int, c_out: int) -> DiffusionConditionalResidualBlock1d:
+            return DiffusionConditionalResidualBlock1d(
+                c_in, c_out, cond_dim, kernel_size, n_groups, use_film_scale_modulation
+            )
+
+        # Channel pairs per level: (A, d0), (d0, d1), (d1, d2), ...
+        in_out = list(zip([action_dim, *down_dims[:-1]], down_dims))
+        self.down_modules = nn.ModuleList()
+        for i, (c_in, c_out) in enumerate(in_out):
+            is_last = i == len(in_out) - 1
+            # Halving the length: a stride-2 conv (kernel 3, padding 1) maps T to T / 2 for even T.
+            down = nn.Identity() if is_last else nn.Conv1d(c_out, c_out, 3, stride=2, padding=1)
+            self.down_modules.append(nn.ModuleList([res_block(c_in, c_out), res_block(c_out, c_out), down]))
+
+        self.mid_modules = nn.ModuleList([res_block(down_dims[-1], down_dims[-1]) for _ in range(2)])
+
+        # Up levels mirror the down levels but the first: each takes the previous output next to the skip of
+        # the same length (hence 2 * c_in channels) and doubles the length (kernel 4, stride 2, padding 1).
+        self.up_modules = nn.ModuleList()
+        for c_out, c_in in reversed(in_out[1:]):
+            up = nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1)
+            self.up_modules.append(nn.ModuleList([res_block(2 * c_in, c_out), res_block(c_out, c_out), up]))
+
+        self.final_conv = nn.Sequential(
+            DiffusionConv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
+            nn.Conv1d(down_dims[0], action_dim, 1),
+        )
+
+    def forward(self, x: Tensor, timestep: Tensor, global_cond: Tensor) -> Tensor:
+        """x (B, T, A) noisy actions, timestep (B,) integer diffusion steps, global_cond (B, G)."""
+        cond = torch.cat([self.diffusion_step_encoder(timestep), global_cond], dim=-1)  # (B, d + G)
+        x = x.transpose(1, 2)  # (B, A, T): actions are channels, time is the convolved axis
+        skips = []
+        for res1, res2, down in self.down_modules:
+            x = res2(res1(x, cond), cond)
+            skips.append(x)
+            x = down(x)
+        for res in self.mid_modules:
+            x = res(x, cond)
+        # The deepest skip pairs with the middle's output; the shallowest (full length) is never used,
+        # as in the reference, whose up path has one level fewer than its down path.
+        for res1, res2, up in self.up_modules:
+            x = torch.cat([x, skips.pop()], dim=1)
+            x = up(res2(res1(x, cond), cond))
+        return self.final_conv(x).transpose(1, 2)  # (B, T, A)
