@@ -40,6 +40,20 @@ TINY_CONFIGS: dict[str, dict] = {
         n_action_steps=4,
         num_train_timesteps=10,
     ),
+    "tdmpc": dict(
+        input_shapes={"observation.image": [3, 40, 40], "observation.state": [4]},
+        output_shapes={"action": [3]},
+        image_encoder_hidden_dim=4,
+        state_encoder_hidden_dim=16,
+        latent_dim=8,
+        mlp_dim=16,
+        q_ensemble_size=3,
+        horizon=3,
+        cem_iterations=2,
+        n_gaussian_samples=16,
+        n_pi_samples=4,
+        n_elites=4,
+    ),
 }
 
 

@@ -35,6 +35,19 @@ TINY_TRAIN_OVERRIDES: dict[str, list[str]] = {
         "policy.num_train_timesteps=10",
         "policy.scheduler_warmup_steps=1",
     ],
+    "tdmpc": [
+        "policy=tdmpc",
+        "training.online_steps=0",
+        "policy.state_encoder_hidden_dim=16",
+        "policy.latent_dim=8",
+        "policy.mlp_dim=16",
+        "policy.q_ensemble_size=2",
+        "policy.horizon=3",
+        "policy.cem_iterations=2",
+        "policy.n_gaussian_samples=16",
+        "policy.n_pi_samples=4",
+        "policy.n_elites=4",
+    ],
 }
 
 

@@ -29,6 +29,10 @@ POLICIES: dict[str, tuple[str, str]] = {
         "lerobot.common.policies.diffusion.configuration_diffusion:DiffusionConfig",
         "lerobot.common.policies.diffusion.modeling_diffusion:DiffusionPolicy",
     ),
+    "tdmpc": (
+        "lerobot.common.policies.tdmpc.configuration_tdmpc:TDMPCConfig",
+        "lerobot.common.policies.tdmpc.modeling_tdmpc:TDMPCPolicy",
+    ),
 }
 
 
