@@ -1,9 +1,9 @@
-"""The quickstart: a real tour of the dataset stack on real robot data, end to end, offline.
+"""A tour of the dataset stack on real robot data, end to end, offline:
 
 For each public LeRobot dataset found in old format v1.3 (../shared/data/lerobot_v1.3/datasets, or --source):
 convert it to format v3.0, load it back with `LeRobotDataset`, check the converted frames against the
 originals, time a DataLoader pass with `delta_timestamps`, and save a strip of frames. Writes
-outputs/quickstart/ with the converted datasets, one PNG strip per dataset and summary.md.
+outputs/dataset_tour/ with the converted datasets, one PNG strip per dataset and summary.md.
 
 Without that folder, it downloads `lerobot/pusht` from the Hugging Face Hub and does the same.
 """
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="folder of v1.3 datasets")
-    parser.add_argument("--out-dir", type=Path, default=Path("outputs/quickstart"))
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/dataset_tour"))
     args = parser.parse_args(argv)
 
     out = args.out_dir

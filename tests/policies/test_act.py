@@ -18,7 +18,7 @@ from lerobot.common.policies.pretrained import CheckpointMismatchError, PolicyCo
 from tests.policies.helpers import TINY_CONFIGS, make_batch, make_stats, observation
 from tests.policies.test_backbone import torchvision_resnet18_state_dict
 
-# Inputs of the tiny configs: env-state only (as the quickstart), one camera + state, two cameras.
+# Inputs of the tiny configs: env-state only (as in the quickstart), one camera + state, two cameras.
 INPUTS = {
     "env_state": {"observation.environment_state": [6], "observation.state": [4]},
     "camera": {"observation.images.top": [3, 32, 32], "observation.state": [4]},

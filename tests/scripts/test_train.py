@@ -223,7 +223,9 @@ def test_online_phase_trains_on_its_own_rollouts(pusht_state_dataset, tmp_path):
         "training.eval_freq=0",
         "training.save_freq=5",
     ]
-    summary = run_train(base_overrides(pusht_state_dataset, steps=2) + TINY_TRAIN_OVERRIDES["act"] + online, run)
+    summary = run_train(
+        base_overrides(pusht_state_dataset, steps=2) + TINY_TRAIN_OVERRIDES["act"] + online, run
+    )
     assert summary["steps"] == 5
     logged = [r for r in read_jsonl(run / "metrics" / "train.jsonl") if "online_frames" in r]
     assert [r["step"] for r in logged] == [3, 4, 5]

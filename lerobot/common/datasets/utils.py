@@ -61,6 +61,12 @@ def default_lerobot_home() -> Path:
     return hf_home / "lerobot"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes.
@@ -76,6 +82,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp creates the file readable by its owner only; give it the usual permissions (umask applies),
+        # so a dataset written by one user can be read by others, as any other file they write.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

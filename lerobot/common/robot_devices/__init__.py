@@ -1,0 +1,1 @@
+"""Real robot hardware: motor buses (`motors`); cameras and robots build on them."""
