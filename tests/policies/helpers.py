@@ -54,6 +54,26 @@ TINY_CONFIGS: dict[str, dict] = {
         n_pi_samples=4,
         n_elites=4,
     ),
+    "vqbet": dict(
+        # 40x40 images cropped to 36x36 give a 2x2 feature map, so the spatial softmax is not trivial.
+        input_shapes={"observation.image": [3, 40, 40], "observation.state": [4]},
+        output_shapes={"action": [3]},
+        crop_shape=(36, 36),
+        spatial_softmax_num_keypoints=4,
+        n_obs_steps=2,
+        n_action_pred_token=2,
+        action_chunk_size=2,
+        n_vqvae_training_steps=3,
+        vqvae_n_embed=4,
+        vqvae_embedding_dim=8,
+        vqvae_enc_hidden_dim=16,
+        gpt_block_size=16,
+        gpt_input_dim=16,
+        gpt_output_dim=16,
+        gpt_n_layer=1,
+        gpt_n_head=2,
+        gpt_hidden_dim=16,
+    ),
 }
 
 

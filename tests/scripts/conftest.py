@@ -35,6 +35,22 @@ TINY_TRAIN_OVERRIDES: dict[str, list[str]] = {
         "policy.num_train_timesteps=10",
         "policy.scheduler_warmup_steps=1",
     ],
+    "vqbet": [
+        "policy=vqbet",
+        "policy.n_obs_steps=2",
+        "policy.n_action_pred_token=2",
+        "policy.action_chunk_size=2",
+        "policy.n_vqvae_training_steps=2",
+        "policy.vqvae_n_embed=4",
+        "policy.vqvae_embedding_dim=8",
+        "policy.vqvae_enc_hidden_dim=16",
+        "policy.gpt_block_size=16",
+        "policy.gpt_input_dim=16",
+        "policy.gpt_output_dim=16",
+        "policy.gpt_n_layer=1",
+        "policy.gpt_n_head=2",
+        "policy.gpt_hidden_dim=16",
+    ],
     "tdmpc": [
         "policy=tdmpc",
         "training.online_steps=0",
@@ -101,6 +117,61 @@ def pusht_state_dataset(tmp_path_factory) -> Path:
     writer.finalize()
     env.close()
     return root
+
+
+@pytest.fixture(scope="session")
+def pusht_pixels_dataset(tmp_path_factory) -> Path:
+    """3 episodes x 20 frames of gym-pusht with its 96x96 camera (for policies that need one, e.g. VQ-BeT)."""
+    pytest.importorskip("gym_pusht")
+    from lerobot.common.datasets.writer import LeRobotDatasetWriter
+    from lerobot.common.envs.factory import make_env
+
+    root = tmp_path_factory.mktemp("data") / "pusht_pixels"
+    features = {
+        "observation.image": {
+            "dtype": "video",
+            "shape": (96, 96, 3),
+            "names": ["height", "width", "channels"],
+        },
+        "observation.state": {"dtype": "float32", "shape": (2,), "names": None},
+        "action": {"dtype": "float32", "shape": (2,), "names": None},
+    }
+    writer = LeRobotDatasetWriter.create(REPO_ID, fps=10, features=features, root=root)
+    env = make_env(
+        {
+            "env": {
+                "name": "pusht",
+                "task": "PushT-v0",
+                "episode_length": 300,
+                "gym": {"obs_type": "pixels_agent_pos"},
+            }
+        }
+    )
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        obs, _ = env.reset(seed=[episode])
+        for _ in range(20):
+            action = rng.uniform(100, 400, size=2).astype(np.float32)
+            writer.add_frame(
+                {
+                    "observation.image": obs["pixels"][0],
+                    "observation.state": obs["agent_pos"][0],
+                    "action": action,
+                }
+            )
+            obs, *_ = env.step(action[None])
+        writer.save_episode(task="Push the T onto the target.")
+    writer.finalize()
+    env.close()
+    return root
+
+
+# Policies that cannot run without a camera train on the pixels dataset in the generic tests.
+NEEDS_CAMERA = {"vqbet"}
+
+
+def pixels_overrides(dataset_root: Path, steps: int) -> list[str]:
+    return [o for o in base_overrides(dataset_root, steps) if "obs_type" not in o]
 
 
 def base_overrides(dataset_root: Path, steps: int = 6) -> list[str]:

@@ -17,7 +17,13 @@ from lerobot.common.policies.pretrained import PolicyConfigError
 from lerobot.common.training.checkpoint import CheckpointError
 from lerobot.common.training.factory import RunConfigError
 from lerobot.scripts.train import RunDirError
-from tests.scripts.conftest import TINY_TRAIN_OVERRIDES, base_overrides, run_train
+from tests.scripts.conftest import (
+    NEEDS_CAMERA,
+    TINY_TRAIN_OVERRIDES,
+    base_overrides,
+    pixels_overrides,
+    run_train,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,11 +127,15 @@ def test_training_lr_sets_the_policy_optimizer(pusht_state_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("name", available_policies())
-def test_every_policy_trains_resumes_and_evaluates(name, pusht_state_dataset, tmp_path):
+def test_every_policy_trains_resumes_and_evaluates(name, pusht_state_dataset, tmp_path, request):
     if name not in TINY_TRAIN_OVERRIDES:
         pytest.fail(f"No tiny training overrides for {name}")
     run = tmp_path / "run"
-    common = base_overrides(pusht_state_dataset, steps=4) + TINY_TRAIN_OVERRIDES[name]
+    if name in NEEDS_CAMERA:
+        common = pixels_overrides(request.getfixturevalue("pusht_pixels_dataset"), steps=4)
+    else:
+        common = base_overrides(pusht_state_dataset, steps=4)
+    common += TINY_TRAIN_OVERRIDES[name]
     run_train(common + ["training.offline_steps=2", "training.save_freq=2"], run)
     summary = run_train(common + ["resume=true", "training.save_freq=2"], run)
     assert summary["steps"] == 4 and summary["last_eval"] is not None

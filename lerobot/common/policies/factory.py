@@ -33,6 +33,10 @@ POLICIES: dict[str, tuple[str, str]] = {
         "lerobot.common.policies.tdmpc.configuration_tdmpc:TDMPCConfig",
         "lerobot.common.policies.tdmpc.modeling_tdmpc:TDMPCPolicy",
     ),
+    "vqbet": (
+        "lerobot.common.policies.vqbet.configuration_vqbet:VQBeTConfig",
+        "lerobot.common.policies.vqbet.modeling_vqbet:VQBeTPolicy",
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""VQ-BeT (Lee et al., 2024): `VQBeTConfig` and `VQBeTPolicy`, imported from their modules."""
