@@ -23,21 +23,23 @@ from lerobot.common.utils.utils import init_logging
 TASK = "AlohaTransferCube-v0"
 REPO_ID = "local/aloha_transfer_cube_scripted"
 
-# A CPU-sized ACT: the reference architecture (CVAE + transformer, action chunks) with fewer, narrower layers.
+# A CPU-sized ACT: the reference architecture (transformer encoder-decoder over action chunks) with fewer,
+# narrower layers.
 # Observations are the 14 joint positions and the cube pose; there is no camera, hence no backbone.
 ACT_OVERRIDES = [
     "policy=act",
-    "policy.dim_model=256",
-    "policy.n_heads=8",
-    "policy.dim_feedforward=1024",
+    "policy.dim_model=128",
+    "policy.n_heads=4",
+    "policy.dim_feedforward=512",
     "policy.n_encoder_layers=2",
     "policy.n_decoder_layers=1",
-    "policy.n_vae_encoder_layers=2",
-    "policy.chunk_size=50",
-    "policy.n_action_steps=25",
-    "policy.latent_dim=32",
-    "policy.optimizer_lr=1e-4",
-    "policy.optimizer_lr_backbone=1e-4",
+    # The scripted demonstrations are one deterministic trajectory per cube pose: no style to capture, so the
+    # CVAE encoder (half of ACT's training cost) is left out.
+    "policy.use_vae=false",
+    # Short chunks, re-planned every 10 steps (0.2 s), correct drift from the demonstrated trajectory.
+    "policy.chunk_size=20",
+    "policy.n_action_steps=10",
+    "policy.optimizer_lr=3e-4",
 ]
 
 
@@ -47,8 +49,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/quickstart"))
     parser.add_argument("--demos", type=int, default=50, help="Scripted demonstrations to record.")
-    parser.add_argument("--steps", type=int, default=6000, help="Training steps.")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=1000, help="Training steps.")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the demonstrations (training uses 1000)."
@@ -187,7 +189,7 @@ def make_report(args, info: dict, timings: dict[str, float], demo_summary, run_d
         f"| success | **{agg['pc_success']:.0f}%** of {agg['n_episodes']} unseen episodes "
         f"(Beta posterior {beta['low']:.1f} / {beta['mean']:.1f} / {beta['high']:.1f} %) |",
         f"| avg max reward | {agg['avg_max_reward']:.2f} (4 = cube handed over) |",
-        f"| recording | {minutes['record']:.1f} min |",
+        f"| recording | {minutes['record']:.1f} min{' (reused the demonstrations of an earlier run)' if demo_summary is None else ''} |",
         f"| training | {minutes['train']:.1f} min ({args.steps} steps, batch {args.batch_size}) |",
         f"| evaluation | {minutes['eval']:.1f} min |",
         f"| total | {minutes['total']:.1f} min |",
