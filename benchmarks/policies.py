@@ -717,7 +717,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="lerobot_policy_bench_") as tmp:
         workdir = Path(tmp)
         if not args.no_reference:
-            info["machine"]["reference"] = reference_info(args, workdir)
+            try:
+                info["machine"]["reference"] = reference_info(args, workdir)
+            except (FileNotFoundError, RuntimeError) as exc:
+                sys.exit(f"policies.py: {exc}")
         results, setup_info, skipped = run(args, workdir)
     info["machine"]["load_average_at_end"] = list(os.getloadavg())
     info["setups"], info["results"], info["not_registered"] = setup_info, results, skipped
