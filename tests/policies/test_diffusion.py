@@ -3,13 +3,9 @@ import json
 import pytest
 import torch
 
-from lerobot.common.policies.backbone import center_crop
+from lerobot.common.policies.backbone import SpatialSoftmax, SpatialSoftmaxEncoder, center_crop
 from lerobot.common.policies.diffusion.configuration_diffusion import LR_SCHEDULERS, DiffusionConfig
-from lerobot.common.policies.diffusion.modeling_diffusion import (
-    DiffusionPolicy,
-    DiffusionRgbEncoder,
-    SpatialSoftmax,
-)
+from lerobot.common.policies.diffusion.modeling_diffusion import DiffusionPolicy
 from lerobot.common.policies.factory import load_policy
 from lerobot.common.policies.pretrained import PolicyConfigError
 from tests.policies.helpers import TINY_CONFIGS, make_batch, make_stats, observation
@@ -178,7 +174,7 @@ def test_separate_encoders_per_camera():
     shared = tiny_policy("two_cameras")
     wrist = {**INPUTS["two_cameras"], "observation.images.wrist": [3, 40, 56]}  # another size: own encoder
     separate = tiny_policy("two_cameras", use_separate_rgb_encoder_per_camera=True, input_shapes=wrist)
-    assert isinstance(shared.diffusion.rgb_encoder, DiffusionRgbEncoder)
+    assert isinstance(shared.diffusion.rgb_encoder, SpatialSoftmaxEncoder)
     assert len(separate.diffusion.rgb_encoder) == 2
     assert "diffusion.rgb_encoder.1.backbone.0.weight" in separate.state_dict()
     # Two cameras of 2 * 4 keypoint coordinates each, state 4, environment state 6; two steps.

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from lerobot.common.policies.backbone import SpatialSoftmax
 from lerobot.common.policies.factory import load_policy
 from lerobot.common.policies.pretrained import PolicyConfigError
 from lerobot.common.policies.vqbet.configuration_vqbet import VQBeTConfig
-from lerobot.common.policies.vqbet.modeling_vqbet import SpatialSoftmax, VQBeTPolicy, focal_loss
+from lerobot.common.policies.vqbet.modeling_vqbet import VQBeTPolicy, focal_loss
 from lerobot.common.policies.vqbet.vqvae import EMACodebook, ResidualVQ
 from tests.policies.helpers import TINY_CONFIGS, make_batch, make_stats, observation
 

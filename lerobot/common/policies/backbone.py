@@ -10,7 +10,8 @@ Normalisation layers, chosen with `norm`:
 * "batch_norm": `nn.BatchNorm2d`;
 * "group_norm": `nn.GroupNorm` with C // 16 groups (Diffusion Policy, VQ-BeT; batch-size independent).
 
-Also here: centre/random crops and resizing of image batches, used by policies that crop their inputs.
+Also here: centre/random crops and resizing of image batches, and the spatial-softmax keypoint encoder that
+Diffusion Policy and VQ-BeT put on top of the trunk.
 """
 
 from __future__ import annotations
@@ -265,3 +266,71 @@ def random_crop(images: Tensor, size: tuple[int, int], generator: torch.Generato
 def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
     """(B, C, H, W) -> (B, C, h, w) by bilinear interpolation with antialiasing when shrinking."""
     return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Spatial-softmax keypoint encoder (Diffusion Policy, VQ-BeT)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature map (N, C, H, W) -> K keypoints (N, K, 2) (Levine et al., 2016, "End-to-End Training of Deep
+    Visuomotor Policies"; as in robomimic).
+
+    A 1x1 convolution makes K heat maps; a softmax over the pixels of each turns it into a distribution,
+    and the keypoint is its expected (x, y), with the feature map spanning [-1, 1] on both axes.
+    """
+
+    def __init__(self, in_channels: int, map_size: tuple[int, int], num_keypoints: int):
+        super().__init__()
+        self.map_size = tuple(map_size)
+        self.nets = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
+        h, w = map_size
+        xs = torch.linspace(-1, 1, w, dtype=torch.float64)
+        ys = torch.linspace(-1, 1, h, dtype=torch.float64)
+        # (x, y) of every pixel in row-major order: x varies along the width, y along the height.
+        pos_grid = torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=-1)  # (H * W, 2)
+        self.register_buffer("pos_grid", pos_grid.float())
+
+    def forward(self, features: Tensor) -> Tensor:  # (N, C, H, W) -> (N, K, 2)
+        if tuple(features.shape[-2:]) != self.map_size:
+            raise ValueError(
+                f"Feature map of size {tuple(features.shape[-2:])}, but the spatial softmax was built for "
+                f"{self.map_size}: the images do not have the size (or crop_shape) of the config."
+            )
+        heat = self.nets(features).flatten(2)  # (N, K, H * W)
+        return F.softmax(heat, dim=-1) @ self.pos_grid
+
+
+class SpatialSoftmaxEncoder(nn.Module):
+    """Camera image (N, C, H, W) -> feature (N, 2K): crop, ResNet trunk, spatial softmax, Linear + ReLU.
+
+    `config` is a policy config with the fields both Diffusion Policy and VQ-BeT define: `vision_backbone`,
+    `use_group_norm`, `pretrained_backbone_weights`, `crop_shape`, `crop_is_random` and
+    `spatial_softmax_num_keypoints`. `image_size` is the (H, W) the trunk sees, i.e. the crop if there is one.
+    """
+
+    def __init__(self, config: Any, image_size: tuple[int, int], load_backbone_weights: bool = True):
+        super().__init__()
+        self.crop_shape = config.crop_shape
+        self.crop_is_random = config.crop_is_random
+        norm = "group_norm" if config.use_group_norm else "batch_norm"
+        weights = config.pretrained_backbone_weights if load_backbone_weights else None
+        resnet = make_backbone(config.vision_backbone, norm, weights)
+        # The trunk's children (conv1, bn1, relu, maxpool, layer1..4) in order, as torchvision's children
+        # without avgpool/fc: the reference's parameters are named `backbone.<index>.*`.
+        self.backbone = nn.Sequential(*resnet.children())
+        map_size = tuple(-(-side // 32) for side in image_size)  # five stride-2 stages, rounding up
+        self.pool = SpatialSoftmax(resnet.out_channels, map_size, config.spatial_softmax_num_keypoints)
+        self.feature_dim = 2 * config.spatial_softmax_num_keypoints
+        self.out = nn.Linear(self.feature_dim, self.feature_dim)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, 2K)
+        if self.crop_shape is not None:
+            if self.training and self.crop_is_random:  # augmentation: an independent window per image
+                x = random_crop(x, self.crop_shape)
+            else:
+                x = center_crop(x, self.crop_shape)
+        keypoints = self.pool(self.backbone(x))  # (N, K, 2)
+        return self.relu(self.out(keypoints.flatten(1)))

@@ -30,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from lerobot.common.policies.normalize import Normalize, Unnormalize
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
@@ -167,6 +169,15 @@ class PreTrainedPolicy(nn.Module):
 
     def reset(self) -> None:
         raise NotImplementedError
+
+    def init_normalization(self, dataset_stats: Mapping[str, Mapping[str, Tensor]] | None) -> None:
+        """Build the normalisers every policy holds, under the reference's state-dict names: inputs and
+        targets normalised with `self.config`'s modes, outputs un-normalised. Without `dataset_stats` the buffers
+        stay unset until a checkpoint is loaded."""
+        c = self.config
+        self.normalize_inputs = Normalize(c.input_shapes, c.input_normalization_modes, dataset_stats)
+        self.normalize_targets = Normalize(c.output_shapes, c.output_normalization_modes, dataset_stats)
+        self.unnormalize_outputs = Unnormalize(c.output_shapes, c.output_normalization_modes, dataset_stats)
 
     # -- training hooks used by lerobot/scripts/train.py ----------------------------------------------------
 

@@ -31,7 +31,6 @@ from torch.nn import functional as F
 
 from lerobot.common.policies.act.configuration_act import ACTConfig
 from lerobot.common.policies.backbone import make_backbone
-from lerobot.common.policies.normalize import Normalize, Unnormalize
 from lerobot.common.policies.pretrained import PreTrainedPolicy
 
 STATE = "observation.state"
@@ -59,15 +58,7 @@ class ACTPolicy(PreTrainedPolicy):
         super().__init__()
         config = config if config is not None else ACTConfig()
         self.config = config
-        self.normalize_inputs = Normalize(
-            config.input_shapes, config.input_normalization_modes, dataset_stats
-        )
-        self.normalize_targets = Normalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
-        self.unnormalize_outputs = Unnormalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
+        self.init_normalization(dataset_stats)
         self.model = ACT(config, load_backbone_weights)
         self.temporal_ensembler = None
         if config.temporal_ensemble_coeff is not None:

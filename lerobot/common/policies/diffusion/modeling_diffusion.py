@@ -32,10 +32,9 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies.backbone import center_crop, make_backbone, random_crop
+from lerobot.common.policies.backbone import SpatialSoftmaxEncoder
 from lerobot.common.policies.diffusion.configuration_diffusion import ENV_STATE, STATE, DiffusionConfig
 from lerobot.common.policies.diffusion.unet import DiffusionConditionalUnet1d
-from lerobot.common.policies.normalize import Normalize, Unnormalize
 from lerobot.common.policies.pretrained import PreTrainedPolicy
 
 
@@ -60,15 +59,7 @@ class DiffusionPolicy(PreTrainedPolicy):
         super().__init__()
         config = config if config is not None else DiffusionConfig()
         self.config = config
-        self.normalize_inputs = Normalize(
-            config.input_shapes, config.input_normalization_modes, dataset_stats
-        )
-        self.normalize_targets = Normalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
-        self.unnormalize_outputs = Unnormalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
+        self.init_normalization(dataset_stats)
         self.diffusion = DiffusionModel(config, load_backbone_weights)
         self.reset()
 
@@ -216,10 +207,10 @@ class DiffusionModel(nn.Module):
             sizes = [tuple(crop) if crop else tuple(config.input_shapes[k][1:]) for k in cameras]
             if config.use_separate_rgb_encoder_per_camera:
                 self.rgb_encoder = nn.ModuleList(
-                    DiffusionRgbEncoder(config, size, load_backbone_weights) for size in sizes
+                    SpatialSoftmaxEncoder(config, size, load_backbone_weights) for size in sizes
                 )
             else:  # the config checked that every camera has the same size
-                self.rgb_encoder = DiffusionRgbEncoder(config, sizes[0], load_backbone_weights)
+                self.rgb_encoder = SpatialSoftmaxEncoder(config, sizes[0], load_backbone_weights)
         step_dim = 2 * config.spatial_softmax_num_keypoints * len(cameras)
         for key in (STATE, ENV_STATE):
             if key in config.input_shapes:
@@ -288,58 +279,3 @@ class DiffusionModel(nn.Module):
         sample = self.conditional_sample(self.global_conditioning(batch), generator)  # (B, horizon, A)
         start = self.config.n_obs_steps - 1  # the sequence starts at the oldest observation frame
         return sample[:, start : start + self.config.n_action_steps]
-
-
-class DiffusionRgbEncoder(nn.Module):
-    """Camera image (N, C, H, W) -> feature (N, 2K): crop, ResNet trunk, spatial softmax, Linear + ReLU."""
-
-    def __init__(
-        self, config: DiffusionConfig, image_size: tuple[int, int], load_backbone_weights: bool = True
-    ):
-        """`image_size` is the (H, W) the backbone sees, i.e. the crop if there is one."""
-        super().__init__()
-        self.crop_shape = config.crop_shape
-        self.crop_is_random = config.crop_is_random
-        norm = "group_norm" if config.use_group_norm else "batch_norm"
-        weights = config.pretrained_backbone_weights if load_backbone_weights else None
-        resnet = make_backbone(config.vision_backbone, norm, weights)
-        # The trunk's children (conv1, bn1, relu, maxpool, layer1..4) in order, as torchvision's children
-        # without avgpool/fc: the reference's parameters are named `backbone.<index>.*`.
-        self.backbone = nn.Sequential(*resnet.children())
-        map_size = tuple(-(-side // 32) for side in image_size)  # five stride-2 stages, rounding up
-        self.pool = SpatialSoftmax(resnet.out_channels, map_size, config.spatial_softmax_num_keypoints)
-        self.feature_dim = 2 * config.spatial_softmax_num_keypoints
-        self.out = nn.Linear(self.feature_dim, self.feature_dim)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, 2K)
-        if self.crop_shape is not None:
-            if self.training and self.crop_is_random:  # augmentation: an independent window per image
-                x = random_crop(x, self.crop_shape)
-            else:
-                x = center_crop(x, self.crop_shape)
-        keypoints = self.pool(self.backbone(x))  # (N, K, 2)
-        return self.relu(self.out(keypoints.flatten(1)))
-
-
-class SpatialSoftmax(nn.Module):
-    """Feature map (N, C, H, W) -> K keypoints (N, K, 2) (Levine et al., 2016, "End-to-End Training of Deep
-    Visuomotor Policies"; as in robomimic).
-
-    A 1x1 convolution makes K heat maps; a softmax over the pixels of each turns it into a distribution,
-    and the keypoint is its expected (x, y), with the feature map spanning [-1, 1] on both axes.
-    """
-
-    def __init__(self, in_channels: int, map_size: tuple[int, int], num_keypoints: int):
-        super().__init__()
-        self.nets = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
-        h, w = map_size
-        xs = torch.linspace(-1, 1, w, dtype=torch.float64)
-        ys = torch.linspace(-1, 1, h, dtype=torch.float64)
-        # (x, y) of every pixel in row-major order: x varies along the width, y along the height.
-        pos_grid = torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=-1)  # (H * W, 2)
-        self.register_buffer("pos_grid", pos_grid.float())
-
-    def forward(self, features: Tensor) -> Tensor:  # (N, C, H, W) -> (N, K, 2)
-        heat = self.nets(features).flatten(2)  # (N, K, H * W)
-        return F.softmax(heat, dim=-1) @ self.pos_grid

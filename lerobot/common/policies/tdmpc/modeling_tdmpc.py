@@ -37,7 +37,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies.normalize import Normalize, Unnormalize
 from lerobot.common.policies.pretrained import PreTrainedPolicy
 from lerobot.common.policies.tdmpc.configuration_tdmpc import (
     ENV_STATE,
@@ -64,15 +63,7 @@ class TDMPCPolicy(PreTrainedPolicy):
         super().__init__()
         config = config if config is not None else TDMPCConfig()
         self.config = config
-        self.normalize_inputs = Normalize(
-            config.input_shapes, config.input_normalization_modes, dataset_stats
-        )
-        self.normalize_targets = Normalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
-        self.unnormalize_outputs = Unnormalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
+        self.init_normalization(dataset_stats)
         self.model = TDMPCTOLD(config)
         self.model_target = copy.deepcopy(self.model)
         self.model_target.requires_grad_(False)

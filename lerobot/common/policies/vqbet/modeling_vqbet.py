@@ -37,8 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies.backbone import center_crop, make_backbone, random_crop
-from lerobot.common.policies.normalize import Normalize, Unnormalize
+from lerobot.common.policies.backbone import SpatialSoftmaxEncoder
 from lerobot.common.policies.pretrained import PreTrainedPolicy
 from lerobot.common.policies.vqbet.configuration_vqbet import STATE, VQBeTConfig
 from lerobot.common.policies.vqbet.gpt import GPT
@@ -68,15 +67,7 @@ class VQBeTPolicy(PreTrainedPolicy):
         super().__init__()
         config = config if config is not None else VQBeTConfig()
         self.config = config
-        self.normalize_inputs = Normalize(
-            config.input_shapes, config.input_normalization_modes, dataset_stats
-        )
-        self.normalize_targets = Normalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
-        self.unnormalize_outputs = Unnormalize(
-            config.output_shapes, config.output_normalization_modes, dataset_stats
-        )
+        self.init_normalization(dataset_stats)
         self.vqbet = VQBeTModel(config, load_backbone_weights)
         # Loading a checkpoint can change the phase: re-derive which parameters train from its buffers.
         self.register_load_state_dict_post_hook(VQBeTPolicy._after_load)
@@ -272,7 +263,8 @@ class VQBeTModel(nn.Module):
     def __init__(self, config: VQBeTConfig, load_backbone_weights: bool = True):
         super().__init__()
         self.config = config
-        self.rgb_encoder = VQBeTRgbEncoder(config, load_backbone_weights)
+        image_size = config.crop_shape or tuple(config.input_shapes[config.image_keys[0]][1:])
+        self.rgb_encoder = SpatialSoftmaxEncoder(config, image_size, load_backbone_weights)
         # One learned query token, repeated wherever an action chunk is asked for (A_Q in the module docstring).
         self.action_token = nn.Parameter(torch.randn(1, 1, config.gpt_input_dim))
         self.state_projector = mlp(config.input_shapes[STATE][0], [config.gpt_input_dim])
@@ -407,61 +399,3 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = FOCAL_LOSS_GAMMA) 
     that down-weights the examples already classified well. logits (N, C), target (N,)."""
     log_p = F.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)  # (N,)
     return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
-
-
-class VQBeTRgbEncoder(nn.Module):
-    """Camera image (N, C, H, W) -> feature (N, 2K): crop, ResNet trunk, spatial softmax, Linear + ReLU."""
-
-    def __init__(self, config: VQBeTConfig, load_backbone_weights: bool = True):
-        super().__init__()
-        self.crop_shape = config.crop_shape
-        self.crop_is_random = config.crop_is_random
-        norm = "group_norm" if config.use_group_norm else "batch_norm"
-        weights = config.pretrained_backbone_weights if load_backbone_weights else None
-        resnet = make_backbone(config.vision_backbone, norm, weights)
-        # torchvision's children without avgpool/fc (conv1, bn1, relu, maxpool, layer1..4), in order: the
-        # reference's parameters are named `backbone.<index>.*`.
-        self.backbone = nn.Sequential(*resnet.children())
-        image_size = config.crop_shape or tuple(config.input_shapes[config.image_keys[0]][1:])
-        map_size = (math.ceil(image_size[0] / 32), math.ceil(image_size[1] / 32))  # five stride-2 stages
-        k = config.spatial_softmax_num_keypoints
-        self.pool = SpatialSoftmax(resnet.out_channels, map_size, k)
-        self.feature_dim = 2 * k
-        self.out = nn.Linear(self.feature_dim, self.feature_dim)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, 2K)
-        if self.crop_shape is not None:
-            if self.training and self.crop_is_random:  # augmentation: an independent window per image
-                x = random_crop(x, self.crop_shape)
-            else:
-                x = center_crop(x, self.crop_shape)
-        keypoints = self.pool(self.backbone(x))  # (N, K, 2)
-        return self.relu(self.out(keypoints.flatten(1)))
-
-
-class SpatialSoftmax(nn.Module):
-    """Feature map (N, C, H, W) -> K keypoints (N, K, 2) (Levine et al., 2016; as in robomimic).
-
-    A 1x1 convolution makes K heat maps; a softmax over the pixels turns each into a distribution whose
-    expected (x, y), with the map spanning [-1, 1] on both axes, is the keypoint.
-    """
-
-    def __init__(self, in_channels: int, map_size: tuple[int, int], num_keypoints: int):
-        super().__init__()
-        self.map_size = map_size
-        self.nets = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
-        h, w = map_size
-        xs = torch.linspace(-1, 1, w, dtype=torch.float64)
-        ys = torch.linspace(-1, 1, h, dtype=torch.float64)
-        # (x, y) of every pixel in row-major order: x varies along the width, y along the height.
-        self.register_buffer("pos_grid", torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=-1).float())
-
-    def forward(self, features: Tensor) -> Tensor:  # (N, C, H, W) -> (N, K, 2)
-        if tuple(features.shape[-2:]) != self.map_size:
-            raise ValueError(
-                f"Feature map of size {tuple(features.shape[-2:])}, but the spatial softmax was built for "
-                f"{self.map_size}: the images do not have the size (or crop_shape) of the config."
-            )
-        heat = self.nets(features).flatten(2)  # (N, K, H * W)
-        return F.softmax(heat, dim=-1) @ self.pos_grid
