@@ -21,12 +21,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+
+import _machine  # benchmarks/_machine.py: the script's folder is on sys.path
 
 # Headless rendering, before any simulator is imported (make_env does the same).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -155,38 +155,8 @@ def bench_row(row: Row, rounds: int, block_s: float) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in (
-        "torch",
-        "gymnasium",
-        "mujoco",
-        "dm-control",
-        "gym-aloha",
-        "gym-pusht",
-        "gym-xarm",
-        "pymunk",
-    ):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "MUJOCO_GL": os.environ.get("MUJOCO_GL"),
-        "versions": versions,
-    }
+    packages = ("torch", "gymnasium", "mujoco", "dm-control", "gym-aloha", "gym-pusht", "gym-xarm", "pymunk")
+    return _machine.machine_info(packages, MUJOCO_GL=os.environ.get("MUJOCO_GL"))
 
 
 def obs_label(obs_type: str, env: str, gym_kwargs: dict | None = None) -> str:

@@ -25,12 +25,12 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
+
+import _machine  # benchmarks/_machine.py: the script's folder is on sys.path
 
 # Headless rendering, before any simulator is imported (make_env does the same).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -129,28 +129,8 @@ def bench_recording(num_episodes: int) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("gymnasium", "mujoco", "dm-control", "gym-aloha", "gym-pusht", "gym-xarm", "pymunk"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+    packages = ("gymnasium", "mujoco", "dm-control", "gym-aloha", "gym-pusht", "gym-xarm", "pymunk")
+    return _machine.machine_info(packages)
 
 
 def print_table(results: list[dict], recording: dict | None) -> None:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _machine  # noqa: E402
 from _policies_reference import Bench, Built, optimizer_info, process_info, training_step  # noqa: E402
 
 from lerobot.common.policies.factory import available_policies, make_policy, make_policy_config  # noqa: E402
@@ -624,17 +625,9 @@ def print_report(results: list[dict], setup_info: list[dict], skipped: list[str]
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info: dict[str, Any] = {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": _machine.cpu_model(),
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_at_start": list(os.getloadavg()),
