@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
+from tests.pusht_recording import record_pusht
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -78,46 +79,15 @@ pytest.importorskip("gym_pusht", reason="the examples record and evaluate in gym
 
 def record_pusht_dataset(root: Path) -> Path:
     """N_EPISODES episodes of a noisy pusher in gym-pusht, with the features of lerobot/pusht (96x96 camera)."""
-    from lerobot.common.datasets.writer import LeRobotDatasetWriter
-    from lerobot.common.envs.factory import make_env
-
-    features = {
-        "observation.image": {
-            "dtype": "video",
-            "shape": (96, 96, 3),
-            "names": ["height", "width", "channels"],
-        },
-        "observation.state": {"dtype": "float32", "shape": (2,), "names": None},
-        "action": {"dtype": "float32", "shape": (2,), "names": None},
-        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
-        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
-        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
-    }
-    writer = LeRobotDatasetWriter.create(REPO_ID, fps=FPS, features=features, root=root)
-    env = make_env({"env": {"name": "pusht", "task": "PushT-v0", "gym": {"obs_type": "pixels_agent_pos"}}})
-    rng = np.random.default_rng(0)
-    for episode in range(N_EPISODES):
-        obs, _ = env.reset(seed=[episode])
-        target = rng.uniform(100, 400, size=2)
-        for t in range(EPISODE_LENGTH):
-            action = (target + rng.normal(0, 10, size=2)).astype(np.float32)
-            next_obs, reward, terminated, _, _ = env.step(action[None])
-            writer.add_frame(
-                {
-                    "observation.image": obs["pixels"][0],
-                    "observation.state": obs["agent_pos"][0],
-                    "action": action,
-                    "next.reward": np.float32(reward[0]),
-                    "next.success": bool(terminated[0]),
-                    "next.done": t == EPISODE_LENGTH - 1,
-                },
-                task="Push the T-shaped block onto the T-shaped target.",
-            )
-            obs = next_obs
-        writer.save_episode()
-    writer.finalize()
-    env.close()
-    return root
+    return record_pusht(
+        root,
+        repo_id=REPO_ID,
+        obs_type="pixels_agent_pos",
+        n_episodes=N_EPISODES,
+        episode_length=EPISODE_LENGTH,
+        task="Push the T-shaped block onto the T-shaped target.",
+        fps=FPS,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from tests.pusht_recording import record_pusht
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lerobot" / "configs"
 REPO_ID = "local/pusht_state"
@@ -71,99 +72,18 @@ TINY_TRAIN_OVERRIDES: dict[str, list[str]] = {
 def pusht_state_dataset(tmp_path_factory) -> Path:
     """4 episodes x 25 frames of a noisy pusher in gym-pusht, observed through keypoints (no images)."""
     pytest.importorskip("gym_pusht")
-    from lerobot.common.datasets.writer import LeRobotDatasetWriter
-    from lerobot.common.envs.factory import make_env
-
     root = tmp_path_factory.mktemp("data") / "pusht_state"
-    features = {
-        "observation.state": {"dtype": "float32", "shape": (2,), "names": None},
-        "observation.environment_state": {"dtype": "float32", "shape": (16,), "names": None},
-        "action": {"dtype": "float32", "shape": (2,), "names": None},
-        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
-        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
-        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
-    }
-    writer = LeRobotDatasetWriter.create(REPO_ID, fps=10, features=features, root=root, use_videos=False)
-    env = make_env(
-        {
-            "env": {
-                "name": "pusht",
-                "task": "PushT-v0",
-                "episode_length": 300,
-                "gym": {"obs_type": "environment_state_agent_pos"},
-            }
-        }
+    return record_pusht(
+        root, repo_id=REPO_ID, obs_type="environment_state_agent_pos", n_episodes=4, episode_length=25
     )
-    rng = np.random.default_rng(0)
-    for episode in range(4):
-        obs, _ = env.reset(seed=[episode])
-        target = rng.uniform(100, 400, size=2)
-        for t in range(25):
-            action = (target + rng.normal(0, 10, size=2)).astype(np.float32)
-            next_obs, reward, terminated, truncated, info = env.step(action[None])
-            writer.add_frame(
-                {
-                    "observation.state": obs["agent_pos"][0],
-                    "observation.environment_state": obs["environment_state"][0],
-                    "action": action,
-                    "next.reward": np.float32(reward[0]),
-                    "next.success": bool(terminated[0]),
-                    "next.done": t == 24,
-                },
-                task="Push the T onto the target.",
-            )
-            obs = next_obs
-        writer.save_episode()
-    writer.finalize()
-    env.close()
-    return root
 
 
 @pytest.fixture(scope="session")
 def pusht_pixels_dataset(tmp_path_factory) -> Path:
     """3 episodes x 20 frames of gym-pusht with its 96x96 camera (for policies that need one, e.g. VQ-BeT)."""
     pytest.importorskip("gym_pusht")
-    from lerobot.common.datasets.writer import LeRobotDatasetWriter
-    from lerobot.common.envs.factory import make_env
-
     root = tmp_path_factory.mktemp("data") / "pusht_pixels"
-    features = {
-        "observation.image": {
-            "dtype": "video",
-            "shape": (96, 96, 3),
-            "names": ["height", "width", "channels"],
-        },
-        "observation.state": {"dtype": "float32", "shape": (2,), "names": None},
-        "action": {"dtype": "float32", "shape": (2,), "names": None},
-    }
-    writer = LeRobotDatasetWriter.create(REPO_ID, fps=10, features=features, root=root)
-    env = make_env(
-        {
-            "env": {
-                "name": "pusht",
-                "task": "PushT-v0",
-                "episode_length": 300,
-                "gym": {"obs_type": "pixels_agent_pos"},
-            }
-        }
-    )
-    rng = np.random.default_rng(0)
-    for episode in range(3):
-        obs, _ = env.reset(seed=[episode])
-        for _ in range(20):
-            action = rng.uniform(100, 400, size=2).astype(np.float32)
-            writer.add_frame(
-                {
-                    "observation.image": obs["pixels"][0],
-                    "observation.state": obs["agent_pos"][0],
-                    "action": action,
-                }
-            )
-            obs, *_ = env.step(action[None])
-        writer.save_episode(task="Push the T onto the target.")
-    writer.finalize()
-    env.close()
-    return root
+    return record_pusht(root, repo_id=REPO_ID, obs_type="pixels_agent_pos", n_episodes=3, episode_length=20)
 
 
 # Policies that cannot run without a camera train on the pixels dataset in the generic tests.
