@@ -179,6 +179,25 @@ class PreTrainedPolicy(nn.Module):
         self.normalize_targets = Normalize(c.output_shapes, c.output_normalization_modes, dataset_stats)
         self.unnormalize_outputs = Unnormalize(c.output_shapes, c.output_normalization_modes, dataset_stats)
 
+    def check_inputs(self, batch: Mapping[str, Tensor], n_steps: int | None) -> None:
+        """Every input of the config is in `batch`, shaped (B, [n_steps,] *feature_shape); `n_steps` None means
+        one observation without a time axis (as `select_action` gets it)."""
+        name = type(self).__name__
+        missing = [k for k in self.config.input_shapes if k not in batch]
+        if missing:
+            raise KeyError(f"{name} batch lacks the inputs {missing}; it has {sorted(batch)}.")
+        time = [] if n_steps is None else [n_steps]
+        for key, shape in self.config.input_shapes.items():
+            got = list(batch[key].shape)
+            if got[1:] != [*time, *shape]:
+                hint = (
+                    ": build the dataset with delta_timestamps=config.delta_timestamps(fps)."
+                    if n_steps is not None
+                    else " (one observation, no time axis: select_action takes the current frame without a time axis)."
+                )
+                expected = ", ".join(map(str, [*time, *shape]))
+                raise ValueError(f"{name} input {key!r} has shape {got}, expected [B, {expected}]{hint}")
+
     # -- training hooks used by lerobot/scripts/train.py ----------------------------------------------------
 
     def make_optimizer(self) -> torch.optim.Optimizer:

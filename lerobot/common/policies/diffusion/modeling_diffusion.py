@@ -78,7 +78,7 @@ class DiffusionPolicy(PreTrainedPolicy):
         `batch` holds the current observation, each input (B, *shape). It is remembered at every call; the
         denoiser runs once every `n_action_steps` calls, on the last `n_obs_steps` observations.
         """
-        self._check_inputs(batch, n_steps=None)
+        self.check_inputs(batch, n_steps=None)
         for key, queue in self._obs_queues.items():
             if not queue:  # first step of an episode: no history yet, so repeat the current observation
                 queue.extend([batch[key]] * self.config.n_obs_steps)
@@ -98,7 +98,7 @@ class DiffusionPolicy(PreTrainedPolicy):
 
         `batch` holds the last `n_obs_steps` observations, each input (B, n_obs_steps, *shape), oldest first.
         """
-        self._check_inputs(batch, n_steps=self.config.n_obs_steps)
+        self.check_inputs(batch, n_steps=self.config.n_obs_steps)
         actions = self.diffusion.generate_actions(self.normalize_inputs(batch), generator)
         return self.unnormalize_outputs({"action": actions})["action"]
 
@@ -108,7 +108,7 @@ class DiffusionPolicy(PreTrainedPolicy):
         Inputs are (B, n_obs_steps, *shape); `batch["action"]` is (B, horizon, action_dim), starting at the
         oldest observation frame; `batch["action_is_pad"]` (B, horizon) marks actions past the episode's end.
         """
-        self._check_inputs(batch, n_steps=self.config.n_obs_steps)
+        self.check_inputs(batch, n_steps=self.config.n_obs_steps)
         self._check_actions(batch)
         batch = self.normalize_targets(self.normalize_inputs(batch))  # new dicts: `batch` is not mutated
         return {"loss": self.diffusion.compute_loss(batch)}
@@ -143,25 +143,6 @@ class DiffusionPolicy(PreTrainedPolicy):
         )
 
     # -- input checks -----------------------------------------------------------------------------------
-
-    def _check_inputs(self, batch: dict[str, Tensor], n_steps: int | None) -> None:
-        """Every input present with shape (B, [n_steps,] *feature_shape)."""
-        missing = [k for k in self.config.input_shapes if k not in batch]
-        if missing:
-            raise KeyError(f"Diffusion Policy batch lacks the inputs {missing}; it has {sorted(batch)}.")
-        time = [] if n_steps is None else [n_steps]
-        for key, shape in self.config.input_shapes.items():
-            got = list(batch[key].shape)
-            if got[1:] != [*time, *shape]:
-                expected = ", ".join(map(str, [*time, *shape]))
-                hint = (
-                    ": build the dataset with delta_timestamps=config.delta_timestamps(fps)."
-                    if n_steps is not None
-                    else " (one observation, no time axis)."
-                )
-                raise ValueError(
-                    f"Diffusion Policy input {key!r} has shape {got}, expected [B, {expected}]{hint}"
-                )
 
     def _check_actions(self, batch: dict[str, Tensor]) -> None:
         if "action" not in batch:

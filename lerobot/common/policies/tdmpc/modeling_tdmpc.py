@@ -98,7 +98,7 @@ class TDMPCPolicy(PreTrainedPolicy):
 
         With MPC this advances the warm start (the plan's mean is kept for the next call).
         """
-        self._check_inputs(batch, n_steps=None)
+        self.check_inputs(batch, n_steps=None)
         obs = self.normalize_inputs({k: batch[k] for k in self.config.input_shapes})
         z = self.model.encode(obs)  # (B, L)
         if self.config.use_mpc:
@@ -285,28 +285,9 @@ class TDMPCPolicy(PreTrainedPolicy):
 
     # -- input checks -----------------------------------------------------------------------------------
 
-    def _check_inputs(self, batch: dict[str, Tensor], n_steps: int | None) -> None:
-        """Every input present with shape (B, [n_steps,] *feature_shape)."""
-        missing = [k for k in self.config.input_shapes if k not in batch]
-        if missing:
-            raise KeyError(f"TD-MPC batch lacks the inputs {missing}; it has {sorted(batch)}.")
-        for key, shape in self.config.input_shapes.items():
-            time = [] if n_steps is None else [n_steps]
-            got = list(batch[key].shape)
-            if got[1:] != [*time, *shape]:
-                where = "training batch" if n_steps is not None else "observation"
-                raise ValueError(
-                    f"TD-MPC {where} {key!r} has shape {got}, expected [B, {', '.join(map(str, time + shape))}]"
-                    + (
-                        ": build the dataset with delta_timestamps=config.delta_timestamps(fps)."
-                        if n_steps is not None
-                        else "."
-                    )
-                )
-
     def _check_training_batch(self, batch: dict[str, Tensor]) -> None:
         horizon, action_dim = self.config.horizon, self.config.output_shapes["action"][0]
-        self._check_inputs(batch, n_steps=horizon + 1)
+        self.check_inputs(batch, n_steps=horizon + 1)
         hint = "build the dataset with delta_timestamps=config.delta_timestamps(fps)"
         for key in ("action", REWARD):
             if key not in batch:

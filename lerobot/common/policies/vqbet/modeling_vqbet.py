@@ -106,7 +106,7 @@ class VQBeTPolicy(PreTrainedPolicy):
         are kept (the first one repeated at the start of an episode); the model runs once every
         `action_chunk_size` calls.
         """
-        self._check_inputs(batch, n_steps=None)
+        self.check_inputs(batch, n_steps=None)
         for key, queue in self._obs_queues.items():
             if not queue:
                 queue.extend([batch[key]] * self.config.n_obs_steps)
@@ -131,7 +131,7 @@ class VQBeTPolicy(PreTrainedPolicy):
                 "are random, and so are the actions. Load a checkpoint trained past phase 1.",
                 stacklevel=3,  # past the no_grad wrapper: the caller of predict_action_chunk
             )
-        self._check_inputs(batch, n_steps=self.config.n_obs_steps)
+        self.check_inputs(batch, n_steps=self.config.n_obs_steps)
         out = self.vqbet(self.normalize_inputs(batch))
         chunk = out["predicted_action"][:, self.config.n_obs_steps - 1]  # the current step's query token
         return self.unnormalize_outputs({"action": chunk})["action"]
@@ -149,7 +149,7 @@ class VQBeTPolicy(PreTrainedPolicy):
         if not self.vqvae_trained:
             return self._vqvae_forward(actions)
         self._apply_phase()
-        self._check_inputs(batch, n_steps=self.config.n_obs_steps)
+        self.check_inputs(batch, n_steps=self.config.n_obs_steps)
         out = self.vqbet(self.normalize_inputs(batch))
         targets = actions[:, self.vqbet.select_target_actions_indices]  # (B, T, action_chunk_size, A)
         return self.vqbet.action_head.loss(out, targets)
@@ -221,25 +221,6 @@ class VQBeTPolicy(PreTrainedPolicy):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     # -- input checks -----------------------------------------------------------------------------------
-
-    def _check_inputs(self, batch: dict[str, Tensor], n_steps: int | None) -> None:
-        """Every input present with shape (B, [n_steps,] *feature_shape)."""
-        missing = [k for k in self.config.input_shapes if k not in batch]
-        if missing:
-            raise KeyError(f"VQ-BeT batch lacks the inputs {missing}; it has {sorted(batch)}.")
-        time = [] if n_steps is None else [n_steps]
-        for key, shape in self.config.input_shapes.items():
-            got = list(batch[key].shape)
-            if got[1:] != [*time, *shape]:
-                hint = (
-                    "build the dataset with delta_timestamps=config.delta_timestamps(fps)"
-                    if n_steps is not None
-                    else "select_action takes one observation, without a time axis"
-                )
-                raise ValueError(
-                    f"VQ-BeT input {key!r} has shape {got}, expected [B, {', '.join(map(str, time + shape))}]: "
-                    f"{hint}."
-                )
 
     def _check_actions(self, batch: dict[str, Tensor]) -> None:
         cfg = self.config
