@@ -177,9 +177,8 @@ def eval_policy(
             )
         for i, frames in enumerate(out["frames"]):
             video_paths.append(str(_write_video(frames, videos_dir / f"eval_episode_{first + i}.mp4", fps)))
-        done_so_far = per_episode
         bar.update(min(env.num_envs, n_episodes - first))
-        bar.set_postfix(success=f"{100 * np.mean([e['success'] for e in done_so_far]):.0f}%")
+        bar.set_postfix(success=f"{100 * np.mean([e['success'] for e in per_episode]):.0f}%")
     bar.close()
     if was_training:
         policy.train()

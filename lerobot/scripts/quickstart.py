@@ -103,12 +103,10 @@ def main() -> None:
     timings["record"] = time.perf_counter() - t0
 
     # 2. Training, through the same function as `python lerobot/scripts/train.py ...`.
-    from hydra import compose, initialize_config_dir
-
-    from lerobot.scripts.train import open_section_overrides, train
+    from lerobot.scripts.train import compose_run_config, train
 
     run_dir = out / "train" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    overrides = open_section_overrides(
+    cfg, overrides = compose_run_config(
         [
             "env=aloha",
             f"env.task={TASK}",
@@ -126,9 +124,6 @@ def main() -> None:
             *ACT_OVERRIDES,
         ]
     )
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.2"):
-        cfg = compose("default", overrides=overrides)
     banner(2, f"Training a CPU-sized ACT for {args.steps} steps (batch {args.batch_size}) in {run_dir}")
     t0 = time.perf_counter()
     train(cfg, run_dir, overrides)

@@ -387,6 +387,18 @@ def open_section_overrides(argv: list[str]) -> list[str]:
     return [f"++{a}" if a.startswith(OPEN_SECTIONS) and "=" in a else a for a in argv]
 
 
+def compose_run_config(overrides: list[str]) -> tuple[DictConfig, list[str]]:
+    """The config the CLI would build from `overrides` (without hydra's run folder), for calling `train` from
+    Python; returns it with the overrides as `train` expects them (for re-applying on resume)."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = open_section_overrides(overrides)
+    with initialize_config_dir(
+        config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.2"
+    ):
+        return compose("default", overrides=overrides), overrides
+
+
 def main() -> None:
     """Console script `lerobot-train`."""
     sys.argv = [sys.argv[0], *open_section_overrides(sys.argv[1:])]

@@ -9,7 +9,6 @@ import torch
 
 from tests.pusht_recording import record_pusht
 
-CONFIGS = Path(__file__).resolve().parents[2] / "lerobot" / "configs"
 REPO_ID = "local/pusht_state"
 
 # Tiny policy configs for the training tests, as command-line overrides (every registered policy needs one).
@@ -117,13 +116,9 @@ def base_overrides(dataset_root: Path, steps: int = 6) -> list[str]:
 
 def run_train(overrides: list[str], run_dir: Path) -> dict:
     """train.py's train() on the composed config, in this process (what the CLI does, minus hydra's run dir)."""
-    from hydra import compose, initialize_config_dir
+    from lerobot.scripts.train import compose_run_config, train
 
-    from lerobot.scripts.train import open_section_overrides, train
-
-    overrides = open_section_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.2"):
-        cfg = compose("default", overrides=overrides)
+    cfg, overrides = compose_run_config(overrides)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

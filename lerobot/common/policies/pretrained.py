@@ -172,8 +172,8 @@ class PreTrainedPolicy(nn.Module):
 
     def init_normalization(self, dataset_stats: Mapping[str, Mapping[str, Tensor]] | None) -> None:
         """Build the normalisers every policy holds, under the reference's state-dict names: inputs and
-        targets normalised with `self.config`'s modes, outputs un-normalised. Without `dataset_stats` the buffers
-        stay unset until a checkpoint is loaded."""
+        targets normalised with `self.config`'s modes, outputs un-normalised. Without `dataset_stats` the
+        buffers stay unset until a checkpoint is loaded."""
         c = self.config
         self.normalize_inputs = Normalize(c.input_shapes, c.input_normalization_modes, dataset_stats)
         self.normalize_targets = Normalize(c.output_shapes, c.output_normalization_modes, dataset_stats)

@@ -9,6 +9,7 @@ After the offline steps, every `training.online_steps_between_rollouts` updates 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -135,8 +136,6 @@ def train_online(
     bar: Any,
 ) -> int:
     """The online phase of train.py, from `step` to `total_steps`; returns the final step."""
-    import time
-
     from lerobot.common.envs.factory import make_env
 
     tc = cfg.training
