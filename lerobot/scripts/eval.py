@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from lerobot.common.datasets.utils import atomic_path
 from lerobot.common.envs.factory import make_env
 from lerobot.common.envs.utils import preprocess_observation
 from lerobot.common.policies.pretrained import PreTrainedPolicy
@@ -329,9 +329,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env.close()
     info["policy"] = str(args.pretrained_policy_name_or_path)
     info["env"] = {"name": cfg.env.name, "task": cfg.env.get("task", None)}
-    tmp = out_dir / "eval_info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    os.replace(tmp, out_dir / "eval_info.json")
+    with atomic_path(out_dir / "eval_info.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
     agg = info["aggregated"]
     beta = agg["success_beta_posterior"]
     print(

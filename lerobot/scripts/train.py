@@ -31,6 +31,7 @@ from lerobot.common.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.common.datasets.metadata import load_metadata
 from lerobot.common.datasets.sampler import EpisodeAwareSampler
 from lerobot.common.datasets.transforms import ImageTransforms
+from lerobot.common.datasets.utils import atomic_path
 from lerobot.common.policies.factory import make_policy
 from lerobot.common.policies.pretrained import PreTrainedPolicy, load_weights
 from lerobot.common.training import distributed
@@ -358,7 +359,8 @@ class Evaluator:
             progress=False,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        with atomic_path(out_dir / "eval_info.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
         policy.train()
         self.last_info = info
         return info

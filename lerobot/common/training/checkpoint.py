@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from lerobot.common.datasets.utils import atomic_path
 from lerobot.common.policies.pretrained import PreTrainedPolicy
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -127,10 +128,8 @@ def _split_tensors(state: dict[int, dict[str, Any]], prefix: str) -> tuple[dict[
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
 
 
 def _json_default(value: Any) -> Any:

@@ -12,12 +12,13 @@ import csv
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from lerobot.common.datasets.utils import atomic_path
 
 log = logging.getLogger("lerobot.train")
 
@@ -157,10 +158,9 @@ class TrainLogger:
         ax.set_title(self.run_dir.name, fontsize=9)
         fig.tight_layout()
         out = self.run_dir / "loss_curve.png"
-        tmp = out.with_name(".loss_curve.tmp.png")
-        fig.savefig(tmp)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        os.replace(tmp, out)
         return out
 
     def close(self) -> None:
@@ -198,9 +198,8 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
 
 def _append_csv(path: Path, record: Mapping[str, Any]) -> None:
