@@ -392,7 +392,8 @@ def test_linked_shared_video_stays_inside_the_episode(browser, serve, browse_v3,
     deadline = time.monotonic() + 4.0
     while time.monotonic() < deadline:  # 2.5 s episode: long enough to see it wrap around
         state = browser.execute_script(STATE_JS)
-        if not np.isnan(state["t"]):
+        # Before the page sets data-time, parseFloat gives NaN, which WebDriver returns as null.
+        if state["t"] is not None and not np.isnan(state["t"]) and state["times"]:
             seen.append((state["times"][0], state["t"]))
         time.sleep(0.1)
     video_times = [v for v, _ in seen]
