@@ -36,6 +36,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+CHANNELS_LAST_MIN_PIXELS = 160 * 160
+
+
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm whose statistics and affine parameters are fixed buffers, never trained.
 
@@ -56,13 +59,28 @@ class FrozenBatchNorm2d(nn.Module):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+    def scale_and_shift(self) -> tuple[Tensor, Tensor]:  # (C,), (C,)
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+        scale, shift = self.scale_and_shift()
         return x * scale[:, None, None] + shift[:, None, None]
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
+    """`norm(conv(x))`. A frozen batch norm is folded into the convolution's weights and bias instead: the
+    same affine map, but one pass over the feature map instead of three (most of the stem's time on CPU).
+    Gradients still reach `conv.weight` through the folded weights."""
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(conv(x))
+    scale, shift = norm.scale_and_shift()
+    weight = conv.weight * scale[:, None, None, None]
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def make_norm_layer(norm: str) -> Callable[[int], nn.Module]:
@@ -92,9 +110,9 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        skip = x if self.downsample is None else self.downsample(x)
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.bn2(self.conv2(x))
+        skip = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        x = self.relu(conv_norm(self.conv1, self.bn1, x))
+        x = conv_norm(self.conv2, self.bn2, x)
         return self.relu(x + skip)
 
 
@@ -106,6 +124,10 @@ class ResNet(nn.Module):
         if name not in RESNET_LAYERS:
             raise ValueError(f"Unsupported vision backbone {name!r}; choose one of {sorted(RESNET_LAYERS)}.")
         norm_layer = make_norm_layer(norm)
+        # Channels-last feature maps make oneDNN's convolutions and the max pool faster on CPU for camera-sized
+        # images (about 1.3x for ResNet-18 at 480x640 with folded frozen batch norm), but slower for small
+        # images and with GroupNorm; the values are the same either way.
+        self.channels_last = norm == "frozen_batch_norm"
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
@@ -132,7 +154,9 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, ceil(H/32), ceil(W/32))
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if self.channels_last and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
