@@ -100,7 +100,29 @@ def test_xarm_expert_lifts_the_cube():
     require("xarm")
     for result in run_expert("xarm", "XarmLift-v0", [0, 1, 2]):
         assert result.success and result.steps < 200  # lifted; recording stops there, before the time limit
-        assert not result.env_success  # gym-xarm's own check cannot hold (see experts/xarm.py)
+        assert result.env_success  # our env's is_success (gym-xarm's own mixes frames and never holds)
+
+
+def test_xarm_env_reports_success_only_once_the_cube_is_lifted():
+    require("xarm")
+    from gym_xarm.tasks.lift import Lift
+
+    cfg = load_cfg("xarm", "XarmLift-v0")
+    cfg.env.gym.obs_type = "environment_state_agent_pos"
+    vec = make_env(cfg, n_envs=1)
+    env = vec.envs[0].unwrapped
+    try:
+        env.reset(seed=0)
+        assert not env.is_success() and not Lift.is_success(env)  # at rest on the table
+        _, _, terminated, _, info = env.step(np.zeros(4, dtype=np.float32))
+        assert not terminated and info["is_success"] is False
+        joint = env._utils.get_joint_qpos(env.model, env.data, "object_joint0")
+        joint[2] = env._init_z + 0.16  # the cube 0.16 m above its start (the threshold is 0.15 m)
+        env._utils.set_joint_qpos(env.model, env.data, "object_joint0", joint)
+        env._mujoco.mj_forward(env.model, env.data)
+        assert env.is_success() and not Lift.is_success(env)  # gym-xarm's own check still fails
+    finally:
+        vec.close()
 
 
 def test_pusht_expert_pushes_the_t_onto_the_target():

@@ -1,11 +1,16 @@
-"""gym-xarm's Lift env with a privileged-state observation and a rendering fix.
+"""gym-xarm's Lift env with a privileged-state observation, a working success check and a rendering fix.
 
-Two additions to `gym_xarm.tasks.Lift`, which it otherwise leaves untouched:
+Three changes to `gym_xarm.tasks.Lift`, which it otherwise leaves untouched:
 
 - obs_type `environment_state_agent_pos`: "agent_pos" is the same 4-vector as in `pixels_agent_pos` (what the
   XArm datasets call observation.state), "environment_state" is the cube's position (3, relative to the table
   centre, the frame gym-xarm uses for its reward). Nothing is rendered, so state-based policies train and
   evaluate at physics speed.
+- `is_success` as the check means it: the cube raised by 0.15 m (gym-xarm's threshold) above its start. gym-xarm
+  0.1.1 compares the cube height in the table frame (`obj[2]`, about -0.07 at rest) with a target in the world
+  frame (`z_target`, about 0.72), which no reachable height satisfies, so its env never reports success (and
+  never terminates an episode early). Here `info["is_success"]` and `terminated` hold once the cube is lifted,
+  which is what eval.py's success rate and the recorded `next.success` count.
 - rendering that survives other XArm envs being closed or garbage-collected. gymnasium's offscreen viewer makes
   its GL context current only when it is created, and a viewer's MuJoCo render context (framebuffers,
   textures) is freed at garbage collection in whatever GL context is current then: another env's, whose
@@ -56,6 +61,10 @@ class XarmLiftEnv(Lift):
                 "environment_state": spaces.Box(-1000.0, 1000.0, shape=(ENV_STATE_DIM,), dtype=np.float64),
             }
         )
+
+    def is_success(self) -> bool:
+        # Both heights in the world frame (see the module docstring).
+        return bool(self.obj[2] + self.center_of_table[2] >= self.z_target)
 
     def get_obs(self) -> Any:
         if self.obs_type == "environment_state_agent_pos":

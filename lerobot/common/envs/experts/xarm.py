@@ -4,11 +4,10 @@ Actions are gym-xarm's: end-effector displacement xyz in [-1, 1] (scaled by the 
 speed to ~4 mm per step) and a gripper command (+1 closes, -1 opens). Each phase aims the end effector at a
 target with a proportional command, saturated; the targets come from the privileged cube position.
 
-Success. gym-xarm's `Lift.is_success` compares the cube height in the table frame (`obj[2]`, ~-0.07 at rest)
-with a target in the world frame (`z_target`, ~0.72), which no reachable height satisfies: with gym-xarm 0.1.1
-the env never reports success. This expert judges success by what the check means, the cube raised by 0.15 m
-(gym-xarm's threshold) above its start: `obj[2] + center_of_table[2] >= z_target`. That is what `next.success`
-holds in recorded datasets, and recording ends at that step; the env's own `is_success` stays False.
+Success: the cube raised by 0.15 m (gym-xarm's threshold) above its start, `obj[2] + center_of_table[2] >=
+z_target`. Our XArm env (`lerobot.common.envs.xarm`) reports exactly that as `is_success`, fixing gym-xarm 0.1.1's
+check, which mixes the table and world frames and never holds; the expert checks it itself as well, so it also
+judges the unmodified env correctly. Recording ends at that step.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class XarmLiftExpert(Expert):
         return np.array(self.sim.obj)  # what obs_type environment_state_agent_pos returns
 
     def success(self, info: dict[str, Any]) -> bool:
-        """The cube 0.15 m above its start (see the module docstring), or the env's own check if it ever holds."""
+        """The cube 0.15 m above its start (see the module docstring), whatever the env's own check says."""
         lifted = self.sim.obj[2] + self.sim.center_of_table[2] >= self.sim.z_target
         return bool(lifted or info.get("is_success", False))
 
