@@ -1,4 +1,5 @@
-"""Motor buses against emulated serial ports: the vendor SDKs run for real, only the port is emulated."""
+"""Motor buses against emulated motors: the vendor SDKs run for real and open a real pseudo-terminal, whose
+other side the emulator serves (`emulated_serial_ports` redirects the port name `PORT` to it)."""
 
 from __future__ import annotations
 

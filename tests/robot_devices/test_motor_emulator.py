@@ -1,4 +1,5 @@
-"""The emulator against the SDKs' own packet code: checksums, byte stuffing, status errors, baud rates."""
+"""The emulator against the SDKs' own packet code (over a pty): checksums, byte stuffing, status errors,
+baud rates, faults."""
 
 import random
 
@@ -95,3 +96,33 @@ def test_emulator_input_checks():
         emulator.motor(2)
     with pytest.raises(ValueError, match="does not fit"):
         emulator.set_register(1, "ID", 300)
+    with pytest.raises(ValueError, match="Unknown dynamixel model 'sts3215'"):
+        emulator.add_motor(2, "sts3215")
+    with pytest.raises(ValueError, match="not 128000"):
+        emulator.add_motor(2, "xl330-m077", baudrate=128_000)
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        emulator.inject_fault("timeout", count=0)
+
+
+def test_port_name_redirect_accepts_positional_arguments_and_other_ports():
+    import serial
+
+    emulator = FeetechBusEmulator({1: "sts3215"})
+    with emulated_serial_ports({PORT: emulator}):
+        with serial.Serial(PORT, 1_000_000, timeout=0) as conn:  # positional, as pyserial allows
+            assert conn.port.startswith("/dev/") and conn.baudrate == 1_000_000
+            conn.write(bytes([0xFF, 0xFF, 1, 2, 1, 0xFB]))  # ping ID 1
+            assert conn.read(6) == bytes([0xFF, 0xFF, 1, 2, 0, 0xFC])
+        with pytest.raises(serial.SerialException, match="ttyNOT_EMULATED"):
+            serial.Serial("/dev/ttyNOT_EMULATED", 1_000_000)
+
+
+def test_tx_fail_and_clear_faults_over_the_pty():
+    emulator = FeetechBusEmulator({7: "sts3215"})
+    with emulated_serial_ports({PORT: emulator}):
+        port, ph = _open(scs, scs.PacketHandler(0))
+        emulator.inject_fault("tx_fail", count=2)
+        assert ph.ping(port, 7)[1] == scs.COMM_TX_FAIL
+        emulator.clear_faults()
+        assert ph.ping(port, 7)[:2] == (777, scs.COMM_SUCCESS)
+        assert emulator.instructions.count((0x01, 7)) == 1  # the failed write never reached the motor

@@ -191,7 +191,11 @@ class MotorsBus:
     def ping(self, motor_id: int, num_retry: int | None = None) -> int | None:
         """Model number of the motor answering at `motor_id`, or None when none answers."""
         self._require_connected()
-        for _ in range(1 + (self.num_retries if num_retry is None else num_retry)):
+        for attempt in range(1 + (self.num_retries if num_retry is None else num_retry)):
+            if attempt:
+                # A late answer to the previous try would be read as the answer to the SDK's follow-up
+                # model-number read (the Feetech SDK then fails with an IndexError).
+                self._clear_input()
             model_number, comm, _ = self.packet_handler.ping(self.port_handler, motor_id)
             if comm == self.sdk.COMM_SUCCESS:
                 return int(model_number)

@@ -1,19 +1,34 @@
-"""Emulated motor buses: a stand-in for the serial port that speaks the servos' protocols.
+"""Emulated motor buses served on pseudo-terminals: the vendor SDKs talk to them through a real serial port.
 
-Used to test (and demo) the buses without hardware through the real SDK code: the SDK's `PortHandler`
-builds a `serial.Serial`; inside `emulated_serial_ports(...)` that call returns an `EmulatedSerial` for the
-emulated port names, and the rest of the stack (packets, checksums, sync read/write) is unchanged.
+Used to test (and demo) the buses without hardware: the SDK's `PortHandler` opens a pty slave (`/dev/pts/N`)
+with the real pyserial, and a thread answers on the master side (see `pty_port.py`). Packets, checksums,
+sync read/write, termios baud rates, timeouts and input flushes all run for real.
 
 - `DynamixelBusEmulator`: protocol 2.0 packets (header FF FF FD 00, byte stuffing, CRC-16).
 - `FeetechBusEmulator`: SCS protocol packets (header FF FF, one-byte inverted-sum checksum).
 
 Each emulated motor holds its register memory (model number, ID, baud rate, torque, goal/present position,
-...), answers only at its own baud rate, and applies ID/baud changes after answering. Faults can be queued:
-a motor that stays silent (timeout), a status packet with a wrong checksum, a short transmission.
+...), answers only at its own baud rate (read from the pty's termios), and applies ID/baud changes after
+answering. While its torque is on, Present_Position goes to Goal_Position: at once (default) or, with
+`motion_step=N`, by at most N steps each time the motor answers a read of Present_Position. Enabling torque
+makes a servo hold where it is (Goal_Position := Present_Position), so it never jumps to a stale goal.
+
+Faults can be queued: a motor that stays silent (timeout), a status packet with a wrong checksum, a failed
+transmission (ports opened through `emulated_serial_ports` only: it is the adapter that fails), a motor
+reporting a wrong model number.
+
+Entry points: `emulated_serial_ports({name: emulator})` (tests: `serial.Serial(port=name)` opens that
+emulator's pty), `serve_on_pty(emulator)` (yields the pty path), and the command line
+`python -m lerobot.common.robot_devices.motors.emulator --brand feetech --motors 6` (serves until Ctrl-C).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +45,7 @@ INST_PING, INST_READ, INST_WRITE, INST_SYNC_READ, INST_SYNC_WRITE = 0x01, 0x02, 
 BROADCAST_ID = 0xFE
 DXL_STATUS = 0x55
 DXL_ERR_INSTRUCTION, DXL_ERR_ACCESS = 2, 7
-FAULT_KINDS = ("timeout", "corrupt", "tx_fail")
+FAULT_KINDS = ("timeout", "corrupt", "tx_fail", "wrong_model")
 
 
 def crc16_dynamixel(data: bytes | Sequence[int]) -> int:
@@ -48,6 +63,7 @@ def crc16_dynamixel(data: bytes | Sequence[int]) -> int:
 class EmulatedMotor:
     model: str
     memory: bytearray
+    moving: bool = False  # torque on and Present_Position still on its way to Goal_Position
 
 
 @dataclass
@@ -55,120 +71,164 @@ class _Fault:
     kind: str
     motor_id: int | None
     remaining: int
-
-
-class EmulatedSerial:
-    """What `serial.Serial(port, baudrate, ...)` returns for an emulated port: a non-blocking byte pipe."""
-
-    def __init__(self, bus: MotorBusEmulator, port: str, baudrate: int):
-        self._bus = bus
-        self.port = port
-        self.baudrate = baudrate
-        self.timeout = 0
-        self.is_open = True
-        self._rx = bytearray()
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self._rx)
-
-    def read(self, size: int = 1) -> bytes:
-        self._check_open()
-        data = bytes(self._rx[:size])
-        del self._rx[:size]
-        return data
-
-    def write(self, data: bytes | Sequence[int]) -> int:
-        self._check_open()
-        return self._bus._receive(self, bytes(data))
-
-    def reset_input_buffer(self) -> None:
-        self._rx.clear()
-
-    def reset_output_buffer(self) -> None:
-        pass  # writes are delivered at once: nothing is ever pending
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.is_open = False
-
-    def _check_open(self) -> None:
-        if not self.is_open:
-            raise OSError(f"Emulated port {self.port} is closed.")
+    model_number: int | None = None
 
 
 class MotorBusEmulator:
-    """The motors on one emulated bus. Subclasses implement the packet framing of their protocol."""
+    """The motors on one emulated bus. Subclasses implement the packet framing of their protocol.
+
+    The methods of the physical side (what a test, or a hand moving the arm, does) first wait until the
+    emulator has handled what the SDK sent, so that a test reading a register right after a sync write (which
+    gets no answer) sees the write. The pty thread calls `handle`; both sides share the motors under a lock.
+    """
 
     spec: BrandSpec
     param_width = 1  # bytes per address / length field in READ and SYNC packets
 
-    def __init__(self, motors: dict[int, str] | None = None, baudrate: int | None = None):
+    def __init__(
+        self,
+        motors: dict[int, str] | None = None,
+        baudrate: int | None = None,
+        motion_step: int | None = None,
+    ):
+        if motion_step is not None and motion_step <= 0:
+            raise ValueError(
+                f"motion_step must be a positive number of steps (or None: at once), not {motion_step}."
+            )
+        self.motion_step = motion_step
         self.motors: list[EmulatedMotor] = []
-        self.instructions: list[tuple[int, int]] = []  # (instruction, packet ID) of every packet received
+        self._instructions: list[tuple[int, int]] = []  # (instruction, packet ID) of every packet received
         self._faults: list[_Fault] = []
         self._inbox = bytearray()
+        self._lock = threading.RLock()
+        self._servers: list = []  # PtyServers this emulator answers on
         for motor_id, model in (motors or {}).items():
             self.add_motor(motor_id, model, baudrate=baudrate)
 
-    # --- the physical side (what a test, or a hand moving the arm, does) -------------------------------
+    # --- the physical side ---------------------------------------------------------------------------------
+    @property
+    def instructions(self) -> list[tuple[int, int]]:
+        """(instruction, packet ID) of every packet received so far (clear it to count from now on)."""
+        self._settle()
+        return self._instructions
+
     def add_motor(self, motor_id: int, model: str, baudrate: int | None = None, position: int = 2048) -> None:
-        table = self.spec.control_tables[model]
-        motor = EmulatedMotor(model=model, memory=bytearray(256))
+        if model not in self.spec.control_tables:
+            raise ValueError(
+                f"Unknown {self.spec.name} model {model!r}; emulated models: {sorted(self.spec.control_tables)}."
+            )
         rate = self.spec.default_baudrate if baudrate is None else baudrate
+        if rate not in self.spec.baudrate_table.values():
+            raise ValueError(
+                f"{self.spec.name} motors support {sorted(self.spec.baudrate_table.values())} baud, not {rate}."
+            )
+        self._settle()
+        motor = EmulatedMotor(model=model, memory=bytearray(256))
         baud_index = next(i for i, r in self.spec.baudrate_table.items() if r == rate)
         address, size = self.spec.model_number_register
         motor.memory[address : address + size] = self.spec.model_numbers[model].to_bytes(size, "little")
         for name, value in {**self._defaults(), "ID": motor_id, "Baud_Rate": baud_index}.items():
-            self._poke(motor, table[name], name, value)
+            self._poke(motor, name, value)
         if self.spec.single_turn_positions:
             position %= MODEL_RESOLUTION[model]
-        self._poke(motor, table["Present_Position"], "Present_Position", position)
-        self._poke(motor, table["Goal_Position"], "Goal_Position", position)
-        self.motors.append(motor)
+        self._poke(motor, "Present_Position", position)
+        self._poke(motor, "Goal_Position", position)
+        with self._lock:
+            self.motors.append(motor)
 
     def remove_motor(self, motor_id: int) -> None:
-        self.motors.remove(self.motor(motor_id))
+        self._settle()
+        with self._lock:
+            self.motors.remove(self._find(motor_id))
 
     def motor(self, motor_id: int) -> EmulatedMotor:
+        self._settle()
+        with self._lock:
+            return self._find(motor_id)
+
+    def get_register(self, motor_id: int, name: str) -> int:
+        self._settle()
+        with self._lock:
+            return self._peek(self._find(motor_id), name)
+
+    def set_register(self, motor_id: int, name: str, value: int) -> None:
+        """Set a register directly (bypasses the protocol and the motor's write rules)."""
+        self._settle()
+        with self._lock:
+            self._poke(self._find(motor_id), name, value)
+
+    def set_position(self, motor_id: int, steps: int) -> None:
+        """Move the joint by hand: single-turn encoders report it modulo one turn. The motor stops moving
+        toward its goal (until the next goal is written)."""
+        self._settle()
+        with self._lock:
+            motor = self._find(motor_id)
+            if self.spec.single_turn_positions:
+                steps %= MODEL_RESOLUTION[motor.model]
+            self._poke(motor, "Present_Position", steps)
+            motor.moving = False
+
+    def inject_fault(
+        self, kind: str, motor_id: int | None = None, count: int = 1, model_number: int | None = None
+    ) -> None:
+        """Queue `count` faults: "timeout" (the motor does not answer), "corrupt" (its status packet gets a
+        wrong checksum), "tx_fail" (the port's write sends nothing and reports 0 bytes; ports opened through
+        `emulated_serial_ports` only), or "wrong_model" (its answer to a ping / model number read carries
+        `model_number`, by default its own plus one, a model the bus does not know).
+        `motor_id=None`: whichever motor answers next. A silent motor (timeout) uses up no other fault."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"Unknown fault {kind!r}; use one of {FAULT_KINDS}.")
+        if model_number is not None and kind != "wrong_model":
+            raise ValueError(f"model_number only applies to the 'wrong_model' fault, not {kind!r}.")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}.")
+        self._settle()
+        with self._lock:
+            self._faults.append(_Fault(kind, motor_id, count, model_number))
+
+    def clear_faults(self) -> None:
+        """Forget the faults still queued (the line is clean again)."""
+        self._settle()
+        with self._lock:
+            self._faults.clear()
+
+    def _settle(self) -> None:
+        for server in list(self._servers):
+            server.settle()
+
+    # --- the pty side (called by the server thread, see pty_port.PacketEndpoint) ------------------------------
+    def handle(self, data: bytes, baudrate: int) -> bytes:
+        """Feed bytes received at `baudrate`; returns the status packets the motors send back."""
+        out = bytearray()
+        with self._lock:
+            self._inbox += data
+            while (packet := self._next_packet()) is not None:
+                motor_id, instruction, params = packet
+                self._instructions.append((instruction, motor_id))
+                self._execute(out, baudrate, motor_id, instruction, params)
+        return bytes(out)
+
+    def has_partial_packet(self) -> bool:
+        return len(self._inbox) > 0
+
+    def drop_partial_packet(self) -> None:
+        # A servo resets its packet parser after a silent gap: a truncated packet must not swallow the next.
+        with self._lock:
+            self._inbox.clear()
+
+    def take_tx_fault(self) -> bool:
+        with self._lock:
+            return self._take_fault("tx_fail", None) is not None
+
+    # --- the protocol side ---------------------------------------------------------------------------------
+    def _defaults(self) -> dict[str, int]:
+        return {}
+
+    def _find(self, motor_id: int) -> EmulatedMotor:
         found = [m for m in self.motors if self._id(m) == motor_id]
         if len(found) != 1:
             raise KeyError(f"{len(found)} emulated motors have ID {motor_id}.")
         return found[0]
-
-    def get_register(self, motor_id: int, name: str) -> int:
-        motor = self.motor(motor_id)
-        address, size = self.spec.control_tables[motor.model][name]
-        return self.spec.decode(name, int.from_bytes(motor.memory[address : address + size], "little"), size)
-
-    def set_register(self, motor_id: int, name: str, value: int) -> None:
-        """Set a register directly (bypasses the protocol and the motor's write rules)."""
-        motor = self.motor(motor_id)
-        self._poke(motor, self.spec.control_tables[motor.model][name], name, value)
-
-    def set_position(self, motor_id: int, steps: int) -> None:
-        """Move the joint (by hand): single-turn encoders report it modulo one turn."""
-        if self.spec.single_turn_positions:
-            steps %= MODEL_RESOLUTION[self.motor(motor_id).model]
-        self.set_register(motor_id, "Present_Position", steps)
-
-    def inject_fault(self, kind: str, motor_id: int | None = None, count: int = 1) -> None:
-        """Queue `count` faults: "timeout" (the motor does not answer), "corrupt" (its status packet gets a
-        wrong checksum), or "tx_fail" (the port accepts one byte less than the packet). `motor_id=None`:
-        whichever motor answers next."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"Unknown fault {kind!r}; use one of {FAULT_KINDS}.")
-        self._faults.append(_Fault(kind, motor_id, count))
-
-    def open(self, port: str, baudrate: int) -> EmulatedSerial:
-        self._inbox.clear()
-        return EmulatedSerial(self, port, baudrate)
-
-    # --- the protocol side ------------------------------------------------------------------------------
-    def _defaults(self) -> dict[str, int]:
-        return {}
 
     def _id(self, motor: EmulatedMotor) -> int:
         address, _ = self.spec.control_tables[motor.model]["ID"]
@@ -178,30 +238,30 @@ class MotorBusEmulator:
         address, _ = self.spec.control_tables[motor.model]["Baud_Rate"]
         return self.spec.baudrate_table.get(motor.memory[address], -1)
 
-    def _poke(self, motor: EmulatedMotor, register: tuple[int, int], name: str, value: int) -> None:
-        address, size = register
+    def _poke(self, motor: EmulatedMotor, name: str, value: int) -> None:
+        address, size = self.spec.control_tables[motor.model][name]
         motor.memory[address : address + size] = self.spec.encode(name, value, size).to_bytes(size, "little")
 
-    def _take_fault(self, kind: str, motor_id: int | None) -> bool:
+    def _peek(self, motor: EmulatedMotor, name: str) -> int:
+        address, size = self.spec.control_tables[motor.model][name]
+        return self.spec.decode(name, int.from_bytes(motor.memory[address : address + size], "little"), size)
+
+    def _covers(self, motor: EmulatedMotor, name: str, address: int, length: int) -> bool:
+        start, size = self.spec.control_tables[motor.model][name]
+        return address < start + size and start < address + length
+
+    def _take_fault(self, kind: str, motor_id: int | None) -> _Fault | None:
         for fault in self._faults:
             if fault.kind == kind and fault.remaining > 0 and fault.motor_id in (None, motor_id):
                 fault.remaining -= 1
-                return True
-        return False
+                return fault
+        return None
 
-    def _receive(self, conn: EmulatedSerial, data: bytes) -> int:
-        if self._take_fault("tx_fail", None):
-            return len(data) - 1  # the SDK sees a short write and reports a transmit failure
-        self._inbox += data
-        while (packet := self._next_packet()) is not None:
-            motor_id, instruction, params = packet
-            self.instructions.append((instruction, motor_id))
-            self._execute(conn, motor_id, instruction, params)
-        return len(data)
-
-    def _execute(self, conn: EmulatedSerial, packet_id: int, instruction: int, params: bytes) -> None:
+    def _execute(
+        self, out: bytearray, baudrate: int, packet_id: int, instruction: int, params: bytes
+    ) -> None:
         # Motors only decode packets sent at their own baud rate.
-        listening = [m for m in self.motors if self._baudrate(m) == conn.baudrate]
+        listening = [m for m in self.motors if self._baudrate(m) == baudrate]
         w = self.param_width
         if instruction in (INST_SYNC_READ, INST_SYNC_WRITE):
             address = int.from_bytes(params[:w], "little")
@@ -210,7 +270,8 @@ class MotorBusEmulator:
             if instruction == INST_SYNC_READ:
                 for motor_id in body:  # motors answer one after the other, in the requested order
                     for motor in [m for m in listening if self._id(m) == motor_id]:
-                        self._reply(conn, motor, 0, bytes(motor.memory[address : address + length]))
+                        if self._answers(motor):
+                            self._send_status(out, motor, 0, self._read_memory(motor, address, length))
             else:
                 for k in range(0, len(body) - length, length + 1):
                     for motor in [m for m in listening if self._id(m) == body[k]]:
@@ -220,48 +281,84 @@ class MotorBusEmulator:
         for motor in targets:
             answer = packet_id != BROADCAST_ID or instruction == INST_PING
             if instruction == INST_PING:
-                self._reply(conn, motor, 0, self._ping_params(motor))
+                if self._answers(motor):
+                    self._send_status(out, motor, 0, self._ping_params(motor))
             elif instruction == INST_READ:
                 address = int.from_bytes(params[:w], "little")
                 length = int.from_bytes(params[w : 2 * w], "little")
-                self._reply(conn, motor, 0, bytes(motor.memory[address : address + length]))
+                if self._answers(motor):
+                    self._send_status(out, motor, 0, self._read_memory(motor, address, length))
             elif instruction == INST_WRITE:
                 address = int.from_bytes(params[:w], "little")
                 # The status goes out with the old ID, at the old rate, before a change takes effect.
                 error = self._write_error(motor, address)
-                if answer:
-                    self._reply(conn, motor, error, b"")
+                if answer and self._answers(motor):
+                    self._send_status(out, motor, error, b"")
                 if error == 0:
                     self._write_memory(motor, address, params[w:])
-            elif answer:
-                self._reply(conn, motor, DXL_ERR_INSTRUCTION, b"")
+            elif answer and self._answers(motor):
+                self._send_status(out, motor, DXL_ERR_INSTRUCTION, b"")
+
+    def _read_memory(self, motor: EmulatedMotor, address: int, length: int) -> bytes:
+        """What a read of `length` bytes at `address` returns (advancing a moving joint by one step first)."""
+        if self._covers(motor, "Present_Position", address, length):
+            self._advance(motor)
+        data = bytearray(motor.memory[address : address + length])
+        model_address, model_size = self.spec.model_number_register
+        if address <= model_address and model_address + model_size <= address + length:
+            fault = self._take_fault("wrong_model", self._id(motor))
+            if fault is not None:
+                number = fault.model_number
+                if number is None:
+                    number = (
+                        int.from_bytes(motor.memory[model_address : model_address + model_size], "little") + 1
+                    )
+                start = model_address - address
+                data[start : start + model_size] = number.to_bytes(model_size, "little")
+        return bytes(data)
 
     def _write_memory(self, motor: EmulatedMotor, address: int, data: bytes) -> None:
         """Store `data` at `address` if the motor's rules allow it (a sync write gets no status to refuse)."""
         if self._write_error(motor, address):
             return
+        torque_was_on = self._peek(motor, "Torque_Enable") != 0
         motor.memory[address : address + len(data)] = data
-        table = self.spec.control_tables[motor.model]
-        goal_address, goal_size = table["Goal_Position"]
-        torque_address, _ = table["Torque_Enable"]
-        if address <= goal_address < address + len(data) and motor.memory[torque_address]:
-            # Torque on: the emulated servo reaches its goal at once.
-            present_address, _ = table["Present_Position"]
-            goal = motor.memory[goal_address : goal_address + goal_size]
-            motor.memory[present_address : present_address + goal_size] = goal
+        torque_on = self._peek(motor, "Torque_Enable") != 0
+        if not torque_on:
+            motor.moving = False
+        elif self._covers(motor, "Goal_Position", address, len(data)):
+            motor.moving = True
+            if self.motion_step is None:
+                self._advance(motor)  # the emulated servo reaches its goal at once
+        elif not torque_was_on:
+            # Torque just came on: the servo holds its present position instead of jumping to an old goal.
+            self._poke(motor, "Goal_Position", self._peek(motor, "Present_Position"))
+            motor.moving = False
+
+    def _advance(self, motor: EmulatedMotor) -> None:
+        if not motor.moving:
+            return
+        present, goal = self._peek(motor, "Present_Position"), self._peek(motor, "Goal_Position")
+        step = goal - present
+        if self.motion_step is not None:
+            step = max(-self.motion_step, min(self.motion_step, step))
+        self._poke(motor, "Present_Position", present + step)
+        motor.moving = present + step != goal
 
     def _write_error(self, motor: EmulatedMotor, address: int) -> int:
         """Protocol error code a write at `address` gets (0: accepted)."""
         return 0
 
-    def _reply(self, conn: EmulatedSerial, motor: EmulatedMotor, error: int, params: bytes) -> None:
+    def _answers(self, motor: EmulatedMotor) -> bool:
+        """False when a queued timeout fault keeps the motor silent this time."""
+        return self._take_fault("timeout", self._id(motor)) is None
+
+    def _send_status(self, out: bytearray, motor: EmulatedMotor, error: int, params: bytes) -> None:
         motor_id = self._id(motor)
-        if self._take_fault("timeout", motor_id):
-            return
         packet = bytearray(self._status_packet(motor_id, error, params))
         if self._take_fault("corrupt", motor_id):
             packet[-1] ^= 0xFF
-        conn._rx += packet
+        out += packet
 
     # Protocol specifics.
     def _next_packet(self) -> tuple[int, int, bytes] | None:
@@ -289,7 +386,7 @@ class DynamixelBusEmulator(MotorBusEmulator):
         }
 
     def _ping_params(self, motor: EmulatedMotor) -> bytes:
-        return bytes(motor.memory[0:2]) + bytes(motor.memory[6:7])  # model number, firmware version
+        return self._read_memory(motor, 0, 2) + bytes(motor.memory[6:7])  # model number, firmware version
 
     def _write_error(self, motor: EmulatedMotor, address: int) -> int:
         torque_address, _ = self.spec.control_tables[motor.model]["Torque_Enable"]
@@ -358,20 +455,113 @@ class FeetechBusEmulator(MotorBusEmulator):
 
 
 @contextmanager
+def serve_on_pty(emulator: MotorBusEmulator) -> Iterator[str]:
+    """Serve `emulator` on a new pseudo-terminal; yields its path (e.g. `/dev/pts/3`) for any serial client.
+
+    A plain `serial.Serial(path)` runs free (see `pty_port.py`): fine for a demo or a tolerant client; tests
+    wanting exact fault counts use `emulated_serial_ports`."""
+    with _served(emulator) as server:
+        yield server.path
+
+
+@contextmanager
+def _served(emulator: MotorBusEmulator) -> Iterator:
+    # Imported here: pty_port needs POSIX terminals, the packet emulation does not.
+    from lerobot.common.robot_devices.motors.pty_port import PtyServer
+
+    with PtyServer(emulator) as server:
+        emulator._servers.append(server)
+        try:
+            yield server
+        finally:
+            emulator._servers.remove(server)
+
+
+@contextmanager
 def emulated_serial_ports(buses: dict[str, MotorBusEmulator]) -> Iterator[dict[str, MotorBusEmulator]]:
-    """Within this context, `serial.Serial(port=name, ...)` opens the emulator registered for `name`;
-    other ports open for real (so a missing port fails as it would on hardware)."""
+    """Within this context, `serial.Serial(port=name, ...)` opens the pty served by the emulator registered
+    for `name` (a real pyserial port kept in step with the emulator, see `pty_port.LockstepSerial`); other
+    ports open for real (so a missing port fails as it would on hardware)."""
     import serial
 
-    real_serial = serial.Serial
+    from lerobot.common.robot_devices.motors.pty_port import LockstepSerial
 
-    def open_port(port: str | None = None, baudrate: int = 9600, **kwargs):
-        if port in buses:
-            return buses[port].open(port, baudrate)
-        return real_serial(port=port, baudrate=baudrate, **kwargs)
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(_served(emulator)) for name, emulator in buses.items()}
+        previous = serial.Serial
 
-    serial.Serial = open_port
+        def open_port(*args, **kwargs):
+            port = args[0] if args else kwargs.get("port")
+            if port not in servers:
+                return previous(*args, **kwargs)
+            if args:
+                args = (servers[port].path, *args[1:])
+            else:
+                kwargs["port"] = servers[port].path
+            return LockstepSerial(*args, server=servers[port], tx_fault=buses[port].take_tx_fault, **kwargs)
+
+        serial.Serial = open_port
+        try:
+            yield buses
+        finally:
+            serial.Serial = previous
+
+
+BRANDS: dict[str, type[MotorBusEmulator]] = {"dynamixel": DynamixelBusEmulator, "feetech": FeetechBusEmulator}
+DEFAULT_MODELS = {"dynamixel": "xl330-m288", "feetech": "sts3215"}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve an emulated bus until Ctrl-C, e.g. to try `control_robot.py` without hardware."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lerobot.common.robot_devices.motors.emulator",
+        description="Serve emulated motors on a pseudo-terminal; give the printed path as the bus port.",
+    )
+    parser.add_argument("--brand", choices=sorted(BRANDS), required=True)
+    parser.add_argument("--motors", type=int, default=6, help="number of motors, IDs 1..N (default 6)")
+    parser.add_argument("--model", help="model of every motor (default: xl330-m288 / sts3215)")
+    parser.add_argument("--baudrate", type=int, help="baud rate of the motors (default: the brand's 1 Mbps)")
+    parser.add_argument(
+        "--motion-step",
+        type=int,
+        help="a torqued motor moves at most this many steps toward its goal per read (default: at once)",
+    )
+    parser.add_argument("--follow", action="store_true", help="print every packet received, as it comes")
+    args = parser.parse_args(argv)
+    model = args.model or DEFAULT_MODELS[args.brand]
+    if not 1 <= args.motors <= 252:
+        parser.error(f"--motors must be between 1 and 252, not {args.motors}.")
     try:
-        yield buses
-    finally:
-        serial.Serial = real_serial
+        emulator = BRANDS[args.brand](
+            {i: model for i in range(1, args.motors + 1)},
+            baudrate=args.baudrate,
+            motion_step=args.motion_step,
+        )
+    except (KeyError, ValueError) as e:
+        parser.error(str(e))
+    with serve_on_pty(emulator) as path:
+        print(
+            f"Emulated {args.brand} bus: {args.motors} x {model} (IDs 1-{args.motors}) on {path}", flush=True
+        )
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            _serve_forever(emulator, args.follow)
+        except KeyboardInterrupt:
+            print("Stopped.", file=sys.stderr)
+
+
+def _serve_forever(emulator: MotorBusEmulator, follow: bool) -> None:
+    names = {INST_PING: "PING", INST_READ: "READ", INST_WRITE: "WRITE"}
+    names |= {INST_SYNC_READ: "SYNC_READ", INST_SYNC_WRITE: "SYNC_WRITE"}
+    while True:  # until Ctrl-C
+        time.sleep(0.2)
+        # Emptied as it goes: a session of hours at 200 Hz must not grow the log without bound.
+        with emulator._lock:
+            received = list(emulator._instructions)
+            emulator._instructions.clear()
+        for instruction, packet_id in received if follow else []:
+            print(f"{names.get(instruction, f'0x{instruction:02X}')} to ID {packet_id}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
