@@ -132,6 +132,58 @@ def test_frozen_batch_norm_equals_batch_norm_in_eval():
     assert list(frozen.parameters()) == []
 
 
+def _randomise_frozen_norms(model: nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+
+
+@pytest.mark.parametrize("size", [(40, 56), (168, 224)])  # below and above the channels-last threshold
+def test_folded_frozen_batch_norm_matches_the_unfolded_network(size):
+    torch.manual_seed(0)
+    model = ResNet("resnet18", "frozen_batch_norm")
+    _randomise_frozen_norms(model)
+
+    def unfolded(x):  # the textbook forward: conv -> frozen BN -> ReLU, module by module
+        x = model.maxpool(F.relu(model.bn1(model.conv1(x))))
+        for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+            for b in layer:
+                skip = x if b.downsample is None else b.downsample(x)
+                y = F.relu(b.bn1(b.conv1(x)))
+                x = F.relu(b.bn2(b.conv2(y)) + skip)
+        return x
+
+    x = torch.rand(2, 3, *size)
+    torch.testing.assert_close(model(x), unfolded(x), rtol=1e-4, atol=1e-4)
+    model(x).sum().backward()  # gradients reach the convolution weights through the folding
+    assert model.conv1.weight.grad is not None and model.layer4[1].conv2.weight.grad.abs().sum() > 0
+
+
+def test_folded_weights_cache_follows_weight_updates():
+    torch.manual_seed(0)
+    model = ResNet("resnet18", "frozen_batch_norm")
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        first, again = model(x), model(x)  # the second call uses the cached folded weights
+    assert torch.equal(first, again)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after_step = model(x)
+    fresh = ResNet("resnet18", "frozen_batch_norm")
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after_step, fresh(x))
+        state = model.state_dict()
+        state["bn1.running_var"] = state["bn1.running_var"] * 4
+        model.load_state_dict(state)  # copies in place: the cache must notice
+        fresh.load_state_dict(state)
+        torch.testing.assert_close(model(x), fresh(x))
+
+
 @pytest.mark.parametrize("norm", ["frozen_batch_norm", "batch_norm", "group_norm"])
 def test_norm_variants(norm):
     model = ResNet("resnet18", norm)

@@ -77,10 +77,27 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     Gradients still reach `conv.weight` through the folded weights."""
     if not isinstance(norm, FrozenBatchNorm2d):
         return norm(conv(x))
+    weight, bias = _folded_conv_params(conv, norm)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
+    # Without autograd (inference) the folded weights are cached until a weight or buffer changes: folding
+    # all 11M weights of a ResNet-18 costs as much as running it on a small image. Tensor version counters
+    # move with every in-place update (optimizer steps, load_state_dict) and `.to()` makes new tensors.
+    tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    cacheable = not torch.is_grad_enabled() and not any(t is not None and t.is_inference() for t in tensors)
+    if cacheable:
+        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors)
+        cached = getattr(norm, "_folded_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
     scale, shift = norm.scale_and_shift()
     weight = conv.weight * scale[:, None, None, None]
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if cacheable:
+        norm._folded_cache = (key, weight, bias)
+    return weight, bias
 
 
 def make_norm_layer(norm: str) -> Callable[[int], nn.Module]:
