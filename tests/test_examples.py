@@ -157,8 +157,10 @@ def test_every_example_is_tested():
         "4_train_policy_with_script.md",
         "5_resume_training.md",
         "6_add_image_transforms.py",
+        "7_get_started_with_real_robot.md",
         "advanced/1_train_act_pusht/train_act_pusht.md",
         "advanced/2_calculate_validation_loss.py",
+        "advanced/3_profile_policy.py",
     ]
 
 
@@ -284,6 +286,36 @@ def test_advanced_2_calculate_validation_loss(checkout, trained_policy):
     assert result["train_frames"] == 2 * EPISODE_LENGTH and result["val_frames"] == EPISODE_LENGTH
     assert all(math.isfinite(result[k]) and result[k] > 0 for k in ("train_loss", "val_loss"))
     assert f"val   loss {result['val_loss']:.4f}" in output
+
+
+def test_advanced_3_profile_policy(checkout):
+    overrides = ["policy=act", "env=pusht", f"dataset_repo_id={REPO_ID}", f"dataset_root={LOCAL_DATA}"]
+    overrides += ["device=cpu", "training.batch_size=2", "training.num_workers=0"]
+    overrides += ["policy.pretrained_backbone_weights=null"]
+    overrides += [f"policy.{k}={v}" for k, v in TINY_FIELDS["act"].items()]
+    output = example(
+        "advanced/3_profile_policy.py",
+        *("--steps", "2", "--warmup", "1", "--row-limit", "5", *overrides),
+        cwd=checkout,
+    )
+    out = checkout / "outputs/examples/advanced/3_profile_policy"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "act" and summary["steps"] == 2 and summary["batch_size"] == 2
+    # every phase of the recorded steps was measured, and the phases fit in the wall-clock time of a step
+    phases = summary["cpu_ms_per_step"]
+    assert sorted(phases) == ["backward", "data", "forward", "optimizer"] and min(phases.values()) > 0
+    assert sum(phases.values()) <= summary["wall_ms_per_step"] * 1.05
+    assert f"{summary['wall_ms_per_step']:.1f} ms per step" in output
+
+    # The Chrome trace holds the 2 recorded steps (not the warm-up one) and the labelled phases inside them.
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    names = [e.get("name", "") for e in events]
+    assert sorted(n for n in names if n.startswith("ProfilerStep")) == ["ProfilerStep#1", "ProfilerStep#2"]
+    assert all(names.count(phase) == 2 for phase in ("data", "forward", "backward", "optimizer"))
+    assert any(n.startswith("aten::") for n in names)
+    # the table printed is the table saved, sorted by self CPU time
+    table = (out / "key_averages.txt").read_text()
+    assert table in output and "Self CPU" in table and "aten::" in table
 
 
 # ------------------------------------------------------------------------------------------------ markdown examples
@@ -443,3 +475,71 @@ def test_advanced_1_train_act_pusht(tmp_path, pusht_camera_dataset):
     assert config["input_shapes"] == {"observation.image": [3, 96, 96], "observation.state": [2]}
     run_config = (pretrained / "config.yaml").read_text()
     assert "dataset_repo_id: lerobot/pusht" in run_config and "name: pusht" in run_config
+
+
+# ------------------------------------------------------------------------------------------------ real robot guide
+
+
+def start_emulated_bus(cwd: Path) -> tuple[subprocess.Popen, str]:
+    """The guide's `python -m ...motors.emulator` command, running; returns the process and the port it prints."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "lerobot.common.robot_devices.motors.emulator",
+        "--brand",
+        "feetech",
+        "--motors",
+        "6",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    for line in proc.stdout:  # the port line comes first; a crash ends the loop
+        lines.append(line)
+        match = re.search(r" on (/dev/\S+)", line)
+        if match:
+            return proc, match.group(1)
+    proc.wait(timeout=10)
+    raise AssertionError(f"the emulator printed no port:\n{''.join(lines)}")
+
+
+def test_7_real_robot_guide_section_10_runs_on_emulated_arms(tmp_path):
+    """Section 10 of the SO-100 guide, command by command as a user would run it, on two emulated buses.
+
+    Sections 2-9 need hardware; tests/scripts/test_control_robot.py checks that their commands parse."""
+    pytest.importorskip("scservo_sdk")
+    pytest.importorskip("cv2")
+    guide = (EXAMPLES / "7_get_started_with_real_robot.md").read_text(encoding="utf-8")
+    section = guide[guide.index("## 10.") :]
+    section = section[: section.index("\n## ", 1)]
+    checkout = make_checkout(tmp_path / "checkout", None)
+    buses = []
+    try:
+        buses = [start_emulated_bus(checkout) for _ in range(2)]
+        ports = {"/dev/pts/3": buses[0][1], "/dev/pts/4": buses[1][1]}  # the guide's leader and follower
+        commands = []
+        for block in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M):
+            for line in block.replace("\\\n", " ").splitlines():
+                args = shlex.split(line, comments=True)
+                if args and args[:3] != ["python", "-m", "lerobot.common.robot_devices.motors.emulator"]:
+                    for guide_port, port in ports.items():
+                        args = [a.replace(guide_port, port) for a in args]
+                    assert args[0] == "python", line
+                    commands.append([sys.executable, *args[1:]])
+        assert (
+            len(commands) == 7
+        )  # calibration files, teleoperate, camera video, record, replay, train, record -p
+        for cmd in commands:
+            run(cmd, checkout, timeout=600)
+    finally:
+        for proc, _ in buses:
+            proc.terminate()
+            proc.wait(timeout=10)
+    from lerobot.common.datasets.lerobot_dataset import LeRobotDataset
+
+    recorded = LeRobotDataset("local/so100_emulated", root=checkout / "data/local/so100_emulated")
+    evaluated = LeRobotDataset("local/eval_so100_emulated", root=checkout / "data/local/eval_so100_emulated")
+    assert recorded.num_episodes == 2 and evaluated.num_episodes == 1
+    assert "observation.images.laptop" in recorded.camera_keys and evaluated.num_samples > 0

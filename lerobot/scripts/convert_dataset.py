@@ -17,7 +17,7 @@ from lerobot.common.datasets.errors import DatasetError
 from lerobot.common.datasets.utils import WRITABLE_VERSIONS
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         "--vcodec", default="libsvtav1", choices=["libsvtav1", "libx264"], help="codec for re-encoding"
     )
     parser.add_argument("--force-override", type=int, default=0, help="1: replace an existing --out-dir")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
         out = convert_dataset(

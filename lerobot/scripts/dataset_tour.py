@@ -62,13 +62,17 @@ def max_frame_diff(original: LeRobotDataset, converted: LeRobotDataset) -> float
     return worst
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="folder of v1.3 datasets")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/dataset_tour"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     out = args.out_dir
     (out / "datasets").mkdir(parents=True, exist_ok=True)

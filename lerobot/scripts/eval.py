@@ -252,7 +252,7 @@ def _fetch_config_yaml(name_or_path: str, revision: str | None) -> Path | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -275,7 +275,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="Rollout videos to save (default eval.max_episodes_rendered, else 10).",
     )
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. eval.n_episodes=10.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     init_logging()
 
     from lerobot.common.policies.factory import load_policy

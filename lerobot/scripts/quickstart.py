@@ -43,7 +43,7 @@ ACT_OVERRIDES = [
 ]
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -56,7 +56,11 @@ def parse_args() -> argparse.Namespace:
         "--seed", type=int, default=0, help="Seed of the demonstrations (training uses 1000)."
     )
     parser.add_argument("--device", default="cpu")
-    return parser.parse_args()
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def banner(stage: int, text: str) -> None:

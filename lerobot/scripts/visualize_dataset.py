@@ -343,7 +343,7 @@ def visualize_dataset(
     return rrd_path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -360,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", nargs="*", default=None, help="only these cameras/features (default all)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="camera frames are logged as JPEG")
     parser.add_argument("--force-override", type=int, default=0, choices=[0, 1], help="1: replace the .rrd")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         visualize_dataset(
             args.repo_id,

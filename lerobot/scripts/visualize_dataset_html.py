@@ -454,7 +454,7 @@ def make_server(host: str, port: int, directory: str | Path) -> http.server.Thre
         ) from e
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -475,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force-override", type=int, default=0, choices=[0, 1], help="1: replace --output-dir"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if (args.repo_id is None) == (args.eval_dir is None):
         parser.error("pass either --repo-id (a dataset) or --eval-dir (an evaluation run)")
