@@ -257,7 +257,14 @@ def optimizer_info(optimizer: torch.optim.Optimizer, grad_clip_norm: float) -> d
                 **{k: group[k] for k in ("lr", "betas", "eps", "weight_decay") if k in group},
             }
         )
-    return {"optimizer": type(optimizer).__name__, "param_groups": groups, "grad_clip_norm": grad_clip_norm}
+    return {
+        "optimizer": type(optimizer).__name__,
+        "fused": bool(
+            optimizer.defaults.get("fused")
+        ),  # ours is fused where torch has a kernel; not compared
+        "param_groups": groups,
+        "grad_clip_norm": grad_clip_norm,
+    }
 
 
 def process_info() -> dict[str, Any]:

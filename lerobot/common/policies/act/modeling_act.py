@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from lerobot.common.policies.act.configuration_act import ACTConfig
 from lerobot.common.policies.backbone import make_backbone
-from lerobot.common.policies.pretrained import PreTrainedPolicy
+from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 
 STATE = "observation.state"
 ENV_STATE = "observation.environment_state"
@@ -129,7 +129,8 @@ class ACTPolicy(PreTrainedPolicy):
 
     def make_optimizer(self) -> torch.optim.AdamW:
         """The reference optimiser: AdamW over `get_optim_params()` with the config's lr and weight decay."""
-        return torch.optim.AdamW(
+        return make_adam(
+            torch.optim.AdamW,
             self.get_optim_params(),
             lr=self.config.optimizer_lr,
             weight_decay=self.config.optimizer_weight_decay,

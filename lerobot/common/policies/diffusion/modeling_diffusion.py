@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from lerobot.common.policies.backbone import SpatialSoftmaxEncoder
 from lerobot.common.policies.diffusion.configuration_diffusion import ENV_STATE, STATE, DiffusionConfig
 from lerobot.common.policies.diffusion.unet import DiffusionConditionalUnet1d
-from lerobot.common.policies.pretrained import PreTrainedPolicy
+from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 
 
 class DiffusionPolicy(PreTrainedPolicy):
@@ -119,7 +119,8 @@ class DiffusionPolicy(PreTrainedPolicy):
         """The reference optimiser: Adam over every trainable parameter."""
         cfg = self.config
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(
+        return make_adam(
+            torch.optim.Adam,
             params,
             lr=cfg.optimizer_lr,
             betas=cfg.optimizer_betas,

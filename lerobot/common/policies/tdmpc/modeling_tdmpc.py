@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies.pretrained import PreTrainedPolicy
+from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 from lerobot.common.policies.tdmpc.configuration_tdmpc import (
     ENV_STATE,
     REWARD,
@@ -281,7 +281,7 @@ class TDMPCPolicy(PreTrainedPolicy):
     def make_optimizer(self) -> torch.optim.Adam:
         """The reference optimiser: Adam over the online model (the target is not trained) at `optimizer_lr`."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.config.optimizer_lr)
+        return make_adam(torch.optim.Adam, params, lr=self.config.optimizer_lr)
 
     # -- input checks -----------------------------------------------------------------------------------
 

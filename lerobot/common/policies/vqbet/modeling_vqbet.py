@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lerobot.common.policies.backbone import SpatialSoftmaxEncoder
-from lerobot.common.policies.pretrained import PreTrainedPolicy
+from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 from lerobot.common.policies.vqbet.configuration_vqbet import STATE, VQBeTConfig
 from lerobot.common.policies.vqbet.gpt import GPT
 from lerobot.common.policies.vqbet.vqvae import N_CODEBOOKS, VqVae, mlp
@@ -189,7 +189,8 @@ class VQBeTPolicy(PreTrainedPolicy):
 
     def make_optimizer(self) -> torch.optim.Adam:
         cfg = self.config
-        return torch.optim.Adam(
+        return make_adam(
+            torch.optim.Adam,
             self.get_optim_params(),
             lr=cfg.optimizer_lr,
             betas=cfg.optimizer_betas,
