@@ -215,6 +215,7 @@ def test_crops_and_resize():
     g = torch.Generator().manual_seed(0)
     crops = random_crop(images, (4, 5), generator=g)
     assert crops.shape == (2, 3, 4, 5)
+    assert crops.is_contiguous()  # NCHW: a channels-last crop would make the whole backbone run channels-last
     for b in range(2):  # every crop is a window of its own image
         windows = [images[b, :, i : i + 4, j : j + 5] for i in range(3) for j in range(4)]
         assert any(torch.equal(crops[b], w) for w in windows)
