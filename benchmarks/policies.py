@@ -90,6 +90,7 @@ CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
     # PushT: one 96x96 image (crop 84) + 2-d state, 2 observation steps, horizon 16, DDPM 100 steps. Set
     # explicitly: the reference's 0.6.1 class defaults moved to horizon 64 / 32 action steps.
     ("diffusion", "default"): {
+        "use_group_norm": True,  # the PushT recipe (the reference's class default moved to False)
         "input_shapes": {"observation.image": [3, 96, 96], "observation.state": [2]},
         "output_shapes": {"action": [2]},
         "n_obs_steps": 2,
@@ -103,6 +104,7 @@ CONFIGS: dict[tuple[str, str], dict[str, Any]] = {
         "pretrained_backbone_weights": None,
     },
     ("diffusion", "tiny"): {
+        "use_group_norm": True,
         "input_shapes": {"observation.image": [3, 48, 48], "observation.state": [2]},
         "output_shapes": {"action": [2]},
         "n_obs_steps": 2,
@@ -719,6 +721,16 @@ def main(argv: list[str] | None = None) -> None:
     info["setups"], info["results"], info["not_registered"] = setup_info, results, skipped
 
     print_report(results, setup_info, skipped)
+    torch_versions = [
+        info["machine"].get(side, {}).get("versions", {}).get("torch") for side in ("ours", "reference")
+    ]
+    print(f"\ntorch: ours {torch_versions[0]}, reference {torch_versions[1]}")
+    if not args.no_reference and torch_versions[0] != torch_versions[1]:
+        print(
+            "WARNING: the two sides run different torch builds, so kernel speed differs as well as the code. "
+            "For a like-for-like run, run this script with the reference's interpreter and ours on the path: "
+            "PYTHONPATH=$PWD /tmp/lerobot-ref/bin/python benchmarks/policies.py ... (see benchmarks/README.md)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(info, indent=2) + "\n")
     print(f"\nwrote {args.out}")
