@@ -238,8 +238,9 @@ def load_run_config(pretrained: Path | None, overrides: list[str]) -> DictConfig
     return cfg
 
 
-def _fetch_config_yaml(name_or_path: str, revision: str | None) -> Path | None:
-    """The folder holding config.yaml: the local folder itself, or the Hub snapshot when it has one."""
+def fetch_config_yaml(name_or_path: str, revision: str | None) -> Path | None:
+    """The folder holding a checkpoint's config.yaml: the local folder itself, or the Hub snapshot when it has one
+    (used by eval.py and by control_robot.py's `record -p`)."""
     path = Path(name_or_path)
     if path.is_dir():
         return path
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from lerobot.common.policies.factory import load_policy
 
-    pretrained = _fetch_config_yaml(args.pretrained_policy_name_or_path, args.revision)
+    pretrained = fetch_config_yaml(args.pretrained_policy_name_or_path, args.revision)
     cfg = load_run_config(pretrained, args.overrides)
     device = get_device(cfg.get("device", "auto"))
     seed = cfg.get("seed", 1000)

@@ -60,9 +60,9 @@ def load_policy_for_recording(
 ) -> tuple[Any, float | None, torch.device, bool]:
     """(policy, the fps it was trained at, device, use_amp), read as eval.py reads a checkpoint."""
     from lerobot.common.policies.factory import load_policy
-    from lerobot.scripts.eval import _fetch_config_yaml
+    from lerobot.scripts.eval import fetch_config_yaml
 
-    folder = _fetch_config_yaml(pretrained, None)
+    folder = fetch_config_yaml(pretrained, None)
     cfg = OmegaConf.create({})
     if folder is not None and (folder / "config.yaml").exists():
         cfg = OmegaConf.load(folder / "config.yaml")
