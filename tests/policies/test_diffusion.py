@@ -474,3 +474,28 @@ def test_bad_batches():
     policy.eval()
     with pytest.raises(ValueError, match="no time axis"):
         policy.select_action({k: batch[k] for k in policy.config.input_shapes})
+
+
+@pytest.mark.parametrize("batch, channels, kernel", [(1, 64, 5), (8, 512, 5), (4, 1024, 3), (8, 512, 1)])
+def test_unet_conv1d_equals_torch_conv1d(batch, channels, kernel):
+    """The U-Net's Conv1d (a matrix product on CPU above a size, see unet.py) against nn.Conv1d, values and
+    gradients, on both sides of the size threshold."""
+    from torch import nn
+
+    from lerobot.common.policies.diffusion.unet import Conv1d
+
+    torch.manual_seed(0)
+    ours = Conv1d(channels, 48, kernel)
+    theirs = nn.Conv1d(channels, 48, kernel, padding=kernel // 2)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, channels, 6, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, ref = ours(x), theirs(x_ref)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+    (ref * torch.linspace(-1, 1, ref.numel()).reshape(ref.shape)).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="odd kernel"):
+        Conv1d(4, 4, 4)
