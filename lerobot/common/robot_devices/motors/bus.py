@@ -196,7 +196,10 @@ class MotorsBus:
                 # A late answer to the previous try would be read as the answer to the SDK's follow-up
                 # model-number read (the Feetech SDK then fails with an IndexError).
                 self._clear_input()
-            model_number, comm, _ = self.packet_handler.ping(self.port_handler, motor_id)
+            try:
+                model_number, comm, _ = self.packet_handler.ping(self.port_handler, motor_id)
+            except IndexError:  # the Feetech SDK indexes a truncated model-number reply: a failed try
+                continue
             if comm == self.sdk.COMM_SUCCESS:
                 return int(model_number)
         return None
