@@ -222,8 +222,16 @@ def test_distant_mode_serves_a_web_viewer(tiny_v3):
                 time.sleep(0.5)
         assert page is not None, f"no web viewer on port {web_port}; exit code {proc.poll()}"
         assert b"<html" in page.lower() or b"<!doctype" in page.lower()
-        with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
-            pass  # the data server accepts connections too
+        # The data server accepts connections too; it may start listening a moment after the web viewer.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
     finally:
         proc.terminate()
         try:
