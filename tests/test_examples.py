@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
+from tests.markdown import bash_commands as markdown_bash_commands
 from tests.pusht_recording import record_pusht
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,13 +323,8 @@ def test_advanced_3_profile_policy(checkout):
 
 
 def bash_commands(markdown: Path) -> list[list[str]]:
-    """The commands of a markdown file's ```bash blocks, continuation lines joined, split as a shell would."""
-    commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", markdown.read_text(encoding="utf-8"), re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            if line.strip():
-                commands.append(shlex.split(line, comments=True))
-    return [c for c in commands if c]
+    """The commands of a markdown file's ```bash blocks (see tests/markdown.py)."""
+    return markdown_bash_commands(markdown.read_text(encoding="utf-8"))
 
 
 def scaled(arg: str) -> str:
@@ -520,17 +516,14 @@ def test_7_real_robot_guide_section_10_runs_on_emulated_arms(tmp_path):
         buses = [start_emulated_bus(checkout) for _ in range(2)]
         ports = {"/dev/pts/3": buses[0][1], "/dev/pts/4": buses[1][1]}  # the guide's leader and follower
         commands = []
-        for block in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M):
-            for line in block.replace("\\\n", " ").splitlines():
-                args = shlex.split(line, comments=True)
-                if args and args[:3] != ["python", "-m", "lerobot.common.robot_devices.motors.emulator"]:
-                    for guide_port, port in ports.items():
-                        args = [a.replace(guide_port, port) for a in args]
-                    assert args[0] == "python", line
-                    commands.append([sys.executable, *args[1:]])
-        assert (
-            len(commands) == 7
-        )  # calibration files, teleoperate, camera video, record, replay, train, record -p
+        for args in markdown_bash_commands(section):
+            if args[:3] != ["python", "-m", "lerobot.common.robot_devices.motors.emulator"]:
+                for guide_port, port in ports.items():
+                    args = [a.replace(guide_port, port) for a in args]
+                assert args[0] == "python", shlex.join(args)
+                commands.append([sys.executable, *args[1:]])
+        # calibration files, teleoperate, camera video, record, replay, train, record -p
+        assert len(commands) == 7
         for cmd in commands:
             run(cmd, checkout, timeout=600)
     finally:

@@ -8,8 +8,6 @@ code. A thread plays the hand moving the leader arm. Everything goes through `ma
 from __future__ import annotations
 
 import math
-import re
-import shlex
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ from lerobot.scripts.control_robot import main, resolve_robot_path
 pytest.importorskip("scservo_sdk")
 cv2 = pytest.importorskip("cv2")
 
+from tests.markdown import bash_commands  # noqa: E402
 from tests.robot_devices.robot_rigs import PosePrompt, RobotRig, emulated_robot  # noqa: E402
 
 FPS, WIDTH, HEIGHT = 10, 64, 48
@@ -420,14 +419,9 @@ GUIDE = Path(__file__).resolve().parents[2] / "examples" / "7_get_started_with_r
 
 
 def guide_commands(script: str) -> list[list[str]]:
-    """The guide's commands of `script` (```bash blocks, continuation lines joined), ${HF_USER} set to local."""
-    commands = []
-    for block in re.findall(r"^```bash\n(.*?)^```", GUIDE.read_text(encoding="utf-8"), re.S | re.M):
-        for line in block.replace("\\\n", " ").splitlines():
-            args = shlex.split(line.replace("${HF_USER}", "local"), comments=True)
-            if args[:2] == ["python", script]:
-                commands.append(args[2:])
-    return commands
+    """The guide's commands of `script` (```bash blocks), ${HF_USER} set to local."""
+    text = GUIDE.read_text(encoding="utf-8").replace("${HF_USER}", "local")
+    return [args[2:] for args in bash_commands(text) if args[:2] == ["python", script]]
 
 
 def test_the_guide_commands_are_accepted_by_the_script():
