@@ -8,6 +8,7 @@ from lerobot.common.policies.backbone import (
     FrozenBatchNorm2d,
     ResNet,
     center_crop,
+    conv_norm,
     imagenet_stats,
     make_backbone,
     random_crop,
@@ -228,3 +229,35 @@ def test_imagenet_stats_are_camera_shaped():
     stats = imagenet_stats()
     assert stats["mean"].shape == stats["std"].shape == (3, 1, 1)
     assert stats["mean"].flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+
+
+@pytest.mark.parametrize("norm", ["frozen_batch_norm", "group_norm"])
+def test_max_pool_before_relu_gives_the_textbook_values_and_gradients(norm):
+    # The stem runs relu(maxpool(x)) instead of maxpool(relu(x)): same values, same gradients, also where a
+    # window's maximum is negative or tied at zero.
+    torch.manual_seed(0)
+    model = ResNet("resnet18", norm)
+    x = torch.rand(2, 3, 64, 96)
+
+    def textbook(x):  # the stem in torchvision's order; the rest as the model runs it
+        y = model.maxpool(F.relu(conv_norm(model.conv1, model.bn1, x)))
+        return model.layer4(model.layer3(model.layer2(model.layer1(y))))
+
+    grads = []
+    for forward in (model, textbook):
+        model.zero_grad()
+        out = forward(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), model.conv1.weight.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-7)
+    stem = torch.tensor([[[[-1.0, -2.0, 0.0], [0.0, -3.0, 2.0], [1.0, 0.0, -1.0]]]], requires_grad=True)
+    for order in ("relu_first", "pool_first"):
+        pool = (
+            F.max_pool2d(F.relu(stem), 3, 2, 1)
+            if order == "relu_first"
+            else F.relu(F.max_pool2d(stem, 3, 2, 1))
+        )
+        (g,) = torch.autograd.grad(pool.sum() * 3, stem)
+        grads.append(g)
+    torch.testing.assert_close(grads[2], grads[3])
