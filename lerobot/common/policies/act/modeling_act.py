@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from lerobot.common.policies.act.configuration_act import ACTConfig
 from lerobot.common.policies.backbone import make_backbone
+from lerobot.common.policies.dropout import Dropout, dropout
 from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 
 STATE = "observation.state"
@@ -259,13 +260,52 @@ class ACT(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
+class MultiheadAttention(nn.Module):
+    """`nn.MultiheadAttention` (batch first, same parameter names: `in_proj_weight`, `in_proj_bias`,
+    `out_proj.*`), written out so that training draws its attention dropout with the cheap CPU mask of
+    `dropout.py`, and so that queries and keys computed from one tensor share one projection."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim_model={dim} is not divisible by n_heads={n_heads}.")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as nn.MultiheadAttention
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None
+    ) -> Tensor:
+        # query (B, S, D), key and value (B, N, D); key_padding_mask (B, N), True where a key is ignored.
+        d = query.shape[-1]
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if key is query:
+            q, k = F.linear(query, w[: 2 * d], b[: 2 * d]).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d : 2 * d], b[d : 2 * d])
+        v = F.linear(value, w[2 * d :], b[2 * d :])
+        q, k, v = (t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, *, D/H)
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True: attend
+        if self.training and self.dropout > 0:
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, S, N)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            out = dropout(scores.softmax(dim=-1), self.dropout, True) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, S, D)
+
+
 class _FeedForwardLayer(nn.Module):
     """Holds the feed-forward sub-layer shared by encoder and decoder layers: Linear, activation, Linear."""
 
     def __init__(self, config: ACTConfig):
         super().__init__()
         self.linear1 = nn.Linear(config.dim_model, config.dim_feedforward)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.linear2 = nn.Linear(config.dim_feedforward, config.dim_model)
         self.activation = F.relu if config.feedforward_activation == "relu" else F.gelu
         self.pre_norm = config.pre_norm
@@ -280,13 +320,14 @@ class TransformerEncoderLayer(_FeedForwardLayer):
     def __init__(self, config: ACTConfig):
         super().__init__(config)
         d = config.dim_model
-        self.self_attn = nn.MultiheadAttention(d, config.n_heads, dropout=config.dropout, batch_first=True)
+        self.self_attn = MultiheadAttention(d, config.n_heads, dropout=config.dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.dropout1, self.dropout2 = nn.Dropout(config.dropout), nn.Dropout(config.dropout)
+        self.dropout1, self.dropout2 = Dropout(config.dropout), Dropout(config.dropout)
 
     def forward(self, x: Tensor, pos: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         h = self.norm1(x) if self.pre_norm else x
-        h = self.self_attn(h + pos, h + pos, h, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        qk = h + pos
+        h = self.self_attn(qk, qk, h, key_padding_mask=key_padding_mask)
         x = x + self.dropout1(h)
         if not self.pre_norm:
             x = self.norm1(x)
@@ -313,19 +354,20 @@ class TransformerDecoderLayer(_FeedForwardLayer):
     def __init__(self, config: ACTConfig):
         super().__init__(config)
         d, heads, p = config.dim_model, config.n_heads, config.dropout
-        self.self_attn = nn.MultiheadAttention(d, heads, dropout=p, batch_first=True)
-        self.multihead_attn = nn.MultiheadAttention(d, heads, dropout=p, batch_first=True)
+        self.self_attn = MultiheadAttention(d, heads, dropout=p)
+        self.multihead_attn = MultiheadAttention(d, heads, dropout=p)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(p), nn.Dropout(p), nn.Dropout(p)
+        self.dropout1, self.dropout2, self.dropout3 = Dropout(p), Dropout(p), Dropout(p)
 
     def forward(self, x: Tensor, memory: Tensor, pos: Tensor, memory_pos: Tensor) -> Tensor:
         h = self.norm1(x) if self.pre_norm else x
-        h = self.self_attn(h + pos, h + pos, h, need_weights=False)[0]
+        qk = h + pos
+        h = self.self_attn(qk, qk, h)
         x = x + self.dropout1(h)
         if not self.pre_norm:
             x = self.norm1(x)
         h = self.norm2(x) if self.pre_norm else x
-        h = self.multihead_attn(h + pos, memory + memory_pos, memory, need_weights=False)[0]
+        h = self.multihead_attn(h + pos, memory + memory_pos, memory)
         x = x + self.dropout2(h)
         if not self.pre_norm:
             x = self.norm2(x)

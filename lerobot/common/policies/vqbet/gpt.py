@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lerobot.common.policies.dropout import Dropout
 from lerobot.common.policies.vqbet.configuration_vqbet import VQBeTConfig
 
 
@@ -26,7 +27,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(d, 3 * d)  # query, key, value of all heads at once
         self.c_proj = nn.Linear(d, d)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         # The causal mask; a persistent buffer because reference checkpoints hold it.
         self.register_buffer("bias", torch.tril(torch.ones(block, block)).view(1, 1, block, block))
 
@@ -50,9 +51,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(d)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(config.dropout)
-        )
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), Dropout(config.dropout))
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, D)
         x = x + self.attn(self.ln_1(x))
@@ -70,7 +69,7 @@ class GPT(nn.Module):
             {
                 "wte": nn.Linear(config.gpt_input_dim, d),
                 "wpe": nn.Embedding(config.gpt_block_size, d),
-                "drop": nn.Dropout(config.dropout),
+                "drop": Dropout(config.dropout),
                 "h": nn.ModuleList(Block(config) for _ in range(config.gpt_n_layer)),
                 "ln_f": nn.LayerNorm(d),
             }
