@@ -47,7 +47,13 @@ from lerobot.common.training.checkpoint import (
 from lerobot.common.training.factory import apply_stats_overrides, make_policy_config
 from lerobot.common.training.logger import TrainLogger
 from lerobot.common.training.sampling import ResumableBatchSampler
-from lerobot.common.utils.utils import autocast, get_device, init_logging, set_global_seed
+from lerobot.common.utils.utils import (
+    autocast,
+    get_device,
+    init_logging,
+    keep_freed_memory,
+    set_global_seed,
+)
 
 log = logging.getLogger("lerobot.train")
 
@@ -373,6 +379,8 @@ class Evaluator:
 @hydra.main(version_base="1.2", config_path="../configs", config_name="default")
 def train_cli(cfg: DictConfig) -> None:
     init_logging()
+    if str(cfg.device).lower() in ("cpu", "auto") and not torch.cuda.is_available():
+        keep_freed_memory()  # a CPU step re-faults its freed activations otherwise (see the docstring)
     hydra_cfg = HydraConfig.get()
     with open_dict(cfg):
         cfg.job_name = hydra_cfg.job.name
