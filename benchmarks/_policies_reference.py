@@ -176,8 +176,10 @@ class Bench:
         budget_s: float,
         min_calls: int,
         seed: int = 0,
+        amp: bool = False,
     ) -> dict[str, Any]:
-        """`select_action` on one observation, each call after `reset()` (not timed), so each runs the model."""
+        """`select_action` on one observation, each call after `reset()` (not timed), so each runs the model.
+        With `amp`, under `torch.autocast` (bfloat16 on CPU), as both eval scripts run with `use_amp`."""
         built = self._require()
         if self.mode != "eval":
             built.policy.eval()
@@ -187,7 +189,8 @@ class Bench:
         def one_call() -> tuple[float, float]:
             built.reset()
             start = time.perf_counter()
-            processor_s = built.act(self.obs)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                processor_s = built.act(self.obs)
             return time.perf_counter() - start, processor_s
 
         warmup = run_calls(one_call, warmup_calls, budget_s, 1 if warmup_calls else 0)

@@ -24,6 +24,11 @@ ImageNet weights cannot be downloaded, so backbones are randomly initialised (th
 
 Targets: training throughput >= 1.3x the reference; full-chunk inference latency <= 0.7x.
 
+`--allocator`: our train.py makes glibc keep freed memory for reuse when it trains on CPU
+(`keep_freed_memory`), which saves re-faulting hundreds of MB of activations every step. By default neither
+side gets it here, so the code alone is compared; `--allocator ours` runs ours as train.py does, and
+`--allocator both` gives the reference's process the same setting (glibc's MALLOC_* variables).
+
     .venv/bin/python benchmarks/policies.py --configs tiny --budget-s 10      # smoke run
     .venv/bin/python benchmarks/policies.py                                    # full run (long on 2 cores)
 """
@@ -54,6 +59,7 @@ from _policies_reference import Bench, Built, optimizer_info, process_info, trai
 from lerobot.common.policies.factory import available_policies, make_policy, make_policy_config  # noqa: E402
 from lerobot.common.policies.normalize import feature_type  # noqa: E402
 from lerobot.common.policies.pretrained import PolicyConfig  # noqa: E402
+from lerobot.common.utils.utils import keep_freed_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_policies_reference.py"
@@ -347,13 +353,14 @@ class Remote:
 
     name = "reference"
 
-    def __init__(self, python: str, threads: int, workdir: Path):
+    def __init__(self, python: str, threads: int, workdir: Path, keep_freed_memory: bool = False):
         if not Path(python).exists():
             raise FileNotFoundError(
                 f"Reference python {python} not found: run `bash /work/shared/tools/install-reference.sh "
                 f"{Path(python).parent.parent}` (several minutes), or pass --no-reference."
             )
         self.python, self.threads, self.workdir = python, threads, workdir
+        self.keep_freed_memory = keep_freed_memory
         self.log = workdir / "reference_worker.log"
         self.proc: subprocess.Popen | None = None
 
@@ -367,6 +374,8 @@ class Remote:
             "MKL_NUM_THREADS": str(self.threads),
         }
         env.pop("PYTHONPATH", None)  # it must import its own `lerobot`, never ours
+        if self.keep_freed_memory:  # what keep_freed_memory() sets, through glibc's environment variables
+            env.update({"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)})
         log = open(self.log, "a")  # noqa: SIM115 (kept open for the worker's lifetime)
         return subprocess.Popen(
             [self.python, str(WORKER), "--threads", str(self.threads)],
@@ -414,6 +423,10 @@ def per_round(total: int, rounds: int) -> int:
     return max(1, -(-total // rounds))
 
 
+def infer_label(args: argparse.Namespace) -> str:
+    return "select_action (bf16 autocast)" if args.amp else "select_action"
+
+
 def measure_command(kind: str, batch_size: int, first_round: bool, args: argparse.Namespace) -> dict:
     budget = args.budget_s / args.rounds
     if kind == "train":
@@ -433,6 +446,7 @@ def measure_command(kind: str, batch_size: int, first_round: bool, args: argpars
         "budget_s": budget,
         "min_calls": per_round(args.min_calls, args.rounds),
         "seed": SEED,
+        "amp": args.amp,
     }
 
 
@@ -482,7 +496,7 @@ def measure(
     row: dict[str, Any] = {
         "policy": setup.policy,
         "config": setup.label,
-        "measure": f"train b{batch_size}" if kind == "train" else "select_action",
+        "measure": f"train b{batch_size}" if kind == "train" else infer_label(args),
         "kind": kind,
         "batch_size": batch_size if kind == "train" else 1,
         "n_action_steps": n_action_steps,
@@ -528,7 +542,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], list[dict]
     configs = {f"{s.policy}/{s.label}": s.config for s in setups}
     sides: list = [Local(OursBench(configs))]
     if not args.no_reference:
-        sides.append(Remote(args.reference_python, args.threads, workdir))
+        sides.append(Remote(args.reference_python, args.threads, workdir, args.allocator == "both"))
     results, setup_info = [], []
     try:
         for setup in setups:
@@ -562,7 +576,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], list[dict]
             for kind, batch_size in setup.measures:
                 if not live:
                     break
-                label = f"train b{batch_size}" if kind == "train" else "select_action"
+                label = f"train b{batch_size}" if kind == "train" else infer_label(args)
                 print(f"[policies] {key}: {label} ...", file=sys.stderr, flush=True)
                 start = time.perf_counter()
                 row = measure(setup, kind, batch_size, live, args)
@@ -681,6 +695,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min-calls", type=int, default=5, help="timed calls, at least, if the budget runs out"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=["default", "ours", "both"],
+        default="default",
+        help="which sides keep freed memory mapped as train.py does for CPU training "
+        "(lerobot.common.utils.utils.keep_freed_memory): default = neither (the code alone is compared), "
+        "ours = ours only (as our train.py runs), both = both sides",
+    )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="run select_action under torch.autocast(cpu, bfloat16) on both sides, as eval.py with use_amp=true",
+    )
     parser.add_argument("--no-reference", action="store_true", help="measure ours only")
     parser.add_argument("--reference-python", default=DEFAULT_REFERENCE_PYTHON)
     parser.add_argument("--out", type=Path, default=REPO / "outputs/benchmarks/policies.json")
@@ -692,6 +719,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.allocator != "default" and not keep_freed_memory():
+        sys.exit("policies.py: --allocator needs glibc's mallopt (Linux); use --allocator default")
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     info: dict[str, Any] = {
