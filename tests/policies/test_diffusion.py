@@ -499,3 +499,30 @@ def test_unet_conv1d_equals_torch_conv1d(batch, channels, kernel):
     torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="odd kernel"):
         Conv1d(4, 4, 4)
+
+
+def test_unet_conv1d_under_autocast_caches_its_low_precision_weight():
+    """Inference under CPU autocast (use_amp): bf16 products within bf16 rounding of float32, with the weight
+    cast once and cast again after the weight changes."""
+    from lerobot.common.policies.diffusion.unet import Conv1d
+
+    torch.manual_seed(0)
+    conv = Conv1d(64, 32, 5)
+    x = torch.randn(1, 64, 8)
+    with torch.no_grad():
+        expected = conv(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+            cached = conv._cast_cache[1]
+            assert out.dtype == torch.bfloat16 and cached.dtype == torch.bfloat16
+            conv(x)
+            assert conv._cast_cache[1] is cached  # reused, not cast again
+        torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+        conv.weight.mul_(2)  # an optimiser step or load_state_dict changes the weight in place
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(
+                conv(x).float(), conv.bias[:, None] + 2 * (expected - conv.bias[:, None]), rtol=0.05, atol=0.1
+            )
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # with autograd: autocast's own casts, gradients flow
+        conv(x.requires_grad_(True)).float().sum().backward()
+    assert conv.weight.grad is not None
