@@ -261,3 +261,20 @@ def test_max_pool_before_relu_gives_the_textbook_values_and_gradients(norm):
         (g,) = torch.autograd.grad(pool.sum() * 3, stem)
         grads.append(g)
     torch.testing.assert_close(grads[2], grads[3])
+
+
+def test_folded_weights_are_cached_per_layout():
+    # A backbone shared by a camera-sized image (channels-last) and a small one keeps both folded copies.
+    torch.manual_seed(0)
+    model = ResNet("resnet18", "frozen_batch_norm").eval()
+    _randomise_frozen_norms(model)
+    big, small = torch.rand(1, 3, 168, 224), torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        expected = (model(big), model(small))
+        cached = dict(model.layer4[1].bn2._folded_cache)
+        assert set(cached) == {True, False}
+        assert cached[True][1].is_contiguous(memory_format=torch.channels_last)
+        again = (model(big), model(small))
+        assert all(model.layer4[1].bn2._folded_cache[k][1] is cached[k][1] for k in cached)
+    for a, b in zip(expected, again):
+        assert torch.equal(a, b)

@@ -84,7 +84,8 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and conv.weight.requires_grad and conv.weight.numel() > _output_numel(conv, x):
         scale, shift = norm.scale_and_shift()
         return torch.addcmul(shift[:, None, None], conv(x), scale[:, None, None])
-    weight, bias = _folded_conv_params(conv, norm)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    weight, bias = _folded_conv_params(conv, norm, channels_last)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
@@ -96,22 +97,28 @@ def _output_numel(conv: nn.Conv2d, x: Tensor) -> int:
     return x.shape[0] * conv.out_channels * size[0] * size[1]
 
 
-def _folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
+def _folded_conv_params(
+    conv: nn.Conv2d, norm: FrozenBatchNorm2d, channels_last: bool = False
+) -> tuple[Tensor, Tensor]:
     # Without autograd (inference) the folded weights are cached until a weight or buffer changes: folding
     # all 11M weights of a ResNet-18 costs as much as running it on a small image. Tensor version counters
     # move with every in-place update (optimizer steps, load_state_dict) and `.to()` makes new tensors.
+    # For channels-last inputs the cached weights are channels-last too, or the convolution copies them so.
     tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
     cacheable = not torch.is_grad_enabled() and not any(t is not None and t.is_inference() for t in tensors)
     if cacheable:
         key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors)
-        cached = getattr(norm, "_folded_cache", None)
+        caches = norm.__dict__.setdefault("_folded_cache", {})  # one per layout (cameras of several sizes)
+        cached = caches.get(channels_last)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
     scale, shift = norm.scale_and_shift()
     weight = conv.weight * scale[:, None, None, None]
     bias = shift if conv.bias is None else conv.bias * scale + shift
     if cacheable:
-        norm._folded_cache = (key, weight, bias)
+        if channels_last:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        caches[channels_last] = (key, weight, bias)
     return weight, bias
 
 
@@ -145,7 +152,8 @@ class BasicBlock(nn.Module):
         skip = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
         x = self.relu(conv_norm(self.conv1, self.bn1, x))
         x = conv_norm(self.conv2, self.bn2, x)
-        return self.relu(x + skip)
+        x += skip  # in place, as torchvision: a fresh map of this size is a page fault per 4 KB on CPU
+        return self.relu(x)
 
 
 class ResNet(nn.Module):
