@@ -59,7 +59,7 @@ from _policies_reference import Bench, Built, optimizer_info, process_info, trai
 from lerobot.common.policies.factory import available_policies, make_policy, make_policy_config  # noqa: E402
 from lerobot.common.policies.normalize import feature_type  # noqa: E402
 from lerobot.common.policies.pretrained import PolicyConfig  # noqa: E402
-from lerobot.common.utils.utils import keep_freed_memory  # noqa: E402
+from lerobot.common.utils.utils import KEEP_FREED_MEMORY_MALLOC_ENV, keep_freed_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_policies_reference.py"
@@ -375,7 +375,7 @@ class Remote:
         }
         env.pop("PYTHONPATH", None)  # it must import its own `lerobot`, never ours
         if self.keep_freed_memory:  # what keep_freed_memory() sets, through glibc's environment variables
-            env.update({"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)})
+            env.update(KEEP_FREED_MEMORY_MALLOC_ENV)
         log = open(self.log, "a")  # noqa: SIM115 (kept open for the worker's lifetime)
         return subprocess.Popen(
             [self.python, str(WORKER), "--threads", str(self.threads)],

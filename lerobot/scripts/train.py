@@ -379,7 +379,7 @@ class Evaluator:
 @hydra.main(version_base="1.2", config_path="../configs", config_name="default")
 def train_cli(cfg: DictConfig) -> None:
     init_logging()
-    if str(cfg.device).lower() in ("cpu", "auto") and not torch.cuda.is_available():
+    if get_device(cfg.device).type == "cpu":
         keep_freed_memory()  # a CPU step re-faults its freed activations otherwise (see the docstring)
     hydra_cfg = HydraConfig.get()
     with open_dict(cfg):

@@ -12,6 +12,7 @@ generator is already fast).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,9 +30,7 @@ def keep_threshold(p: float) -> int:
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
     """A bool mask of `shape`, each element True with probability keep_threshold(p) / 2^15, independently."""
-    n = 1
-    for side in shape:
-        n *= side
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 uniform bits per word
     lanes = words.view(torch.int16)[:n]  # every lane's low 15 bits are uniform and independent
     return (lanes & (LANES - 1) < keep_threshold(p)).view(shape)

@@ -44,10 +44,17 @@ def autocast(device: torch.device, enabled: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# glibc's mallopt parameters (malloc.h).
+# glibc's mallopt parameters (malloc.h), and the values keep_freed_memory gives them.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+KEPT_MMAP_MAX = 0  # no block gets its own mmap: large blocks come from the heap
+KEPT_TRIM_THRESHOLD = 2**31 - 1  # the heap top is not given back below 2 GB
 KEEP_FREED_MEMORY_ENV = "LEROBOT_KEEP_FREED_MEMORY"
+# The same setting for a process started from outside python, through glibc's environment variables.
+KEEP_FREED_MEMORY_MALLOC_ENV = {
+    "MALLOC_MMAP_MAX_": str(KEPT_MMAP_MAX),
+    "MALLOC_TRIM_THRESHOLD_": str(KEPT_TRIM_THRESHOLD),
+}
 
 
 def keep_freed_memory() -> bool:
@@ -58,9 +65,11 @@ def keep_freed_memory() -> bool:
     when freed, so each step faults all those pages in again, and on a virtual machine whose freed pages go
     back to the host a fault costs microseconds: ACT at 480x640 and batch 64 took 36.5 s per step with this
     instead of 60.9 s (at batch 8 the difference was within run-to-run noise).
+
     The cost is memory: the process keeps its peak (up to 2 GB of free heap top is retained) until it exits,
-    as CUDA's caching allocator does, and the heap fragments (that ACT run peaked at 19.1 GB instead of 14.8). Called by train.py for CPU training; set
-    `LEROBOT_KEEP_FREED_MEMORY=0` to leave malloc alone. Returns whether the setting was applied (glibc only).
+    as CUDA's caching allocator does, and the heap fragments (that ACT run peaked at 19.1 GB instead of 14.8).
+    Called by train.py for CPU training; set `LEROBOT_KEEP_FREED_MEMORY=0` to leave malloc alone. Returns
+    whether the setting was applied (glibc only).
     """
     if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") == "0" or not sys.platform.startswith("linux"):
         return False
@@ -70,8 +79,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # Large blocks come from the heap (no per-block mmap), and the heap top is not trimmed below 2 GB.
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return mallopt(M_MMAP_MAX, KEPT_MMAP_MAX) == 1 and mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD) == 1
 
 
 def set_global_seed(seed: int) -> None:

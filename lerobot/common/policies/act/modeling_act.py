@@ -288,14 +288,15 @@ class MultiheadAttention(nn.Module):
             q, k = F.linear(query, w[:d], b[:d]), F.linear(key, w[d : 2 * d], b[d : 2 * d])
         v = F.linear(value, w[2 * d :], b[2 * d :])
         q, k, v = (t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2) for t in (q, k, v))  # (B, H, *, D/H)
-        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # True: attend
+        ignored = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, N)
         if self.training and self.dropout > 0:
             scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, S, N)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
+            if ignored is not None:
+                scores = scores.masked_fill(ignored, float("-inf"))
             out = dropout(scores.softmax(dim=-1), self.dropout, True) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            attend = None if ignored is None else ~ignored  # SDPA's boolean mask marks the keys to attend to
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
         return self.out_proj(out.transpose(1, 2).flatten(2))  # (B, S, D)
 
 

@@ -57,20 +57,21 @@ class Conv1d(nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T)
         if x.device.type != "cpu":
             return super().forward(x)
-        if x.shape[0] * self.in_channels < 2048 and (cpu_autocast_dtype() is None or torch.is_grad_enabled()):
+        # Inference under autocast: the dtype of the cached low-precision weight.
+        amp_dtype = None if torch.is_grad_enabled() else cpu_autocast_dtype()
+        if x.shape[0] * self.in_channels < 2048 and amp_dtype is None:
             return super().forward(x)
         b, _, t = x.shape
         k = self.kernel_size[0]
         windows = F.pad(x, (k // 2, k // 2)).unfold(2, k, 1)  # (B, C_in, T, K)
         windows = windows.permute(0, 2, 1, 3).reshape(b * t, self.in_channels * k)  # (B * T, C_in * K)
-        weight = self._gemm_weight()  # (C_out, C_in * K)
+        weight = self._gemm_weight(amp_dtype)  # (C_out, C_in * K)
         out = windows @ weight.t() if self.bias is None else torch.addmm(self.bias, windows, weight.t())
         return out.reshape(b, t, self.out_channels).transpose(1, 2)  # (B, C_out, T)
 
-    def _gemm_weight(self) -> Tensor:
+    def _gemm_weight(self, dtype: torch.dtype | None) -> Tensor:
         weight = self.weight.reshape(self.out_channels, -1)
-        dtype = cpu_autocast_dtype()
-        if dtype is None or torch.is_grad_enabled():
+        if dtype is None:
             return weight
         key = (self.weight.data_ptr(), self.weight._version, dtype)
         cached = getattr(self, "_cast_cache", None)
