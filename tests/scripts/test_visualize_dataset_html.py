@@ -26,6 +26,18 @@ from tests.conftest import require_shared_data
 FPS = 10
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "images" / "visualize_dataset_html.png"
+# Screenshots from the browser tests are kept here after the run (outputs/ is gitignored); CI can upload them.
+SCREENSHOT_DIR = Path(os.environ.get("LEROBOT_TEST_SCREENSHOTS", REPO_ROOT / "outputs" / "test_screenshots"))
+
+
+def keep_screenshot(driver, name: str) -> Path:
+    """Saves the browser's current view as SCREENSHOT_DIR/<name>.png (replacing the last run's) and returns it."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT_DIR / f"{name}.png"
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.png")
+    driver.save_screenshot(str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def camera_frame(camera: int, episode: int, i: int, size: tuple[int, int]) -> np.ndarray:
@@ -367,13 +379,13 @@ def test_episode_page_plays_videos_in_sync_with_a_moving_cursor(browser, serve, 
     later = wait_for(
         browser, lambda s: s["times"][0] > first["times"][0] + 0.5 or s["times"][0] < first["times"][0]
     )
-    browser.save_screenshot(str(tmp_path / "episode_page.png"))
+    shot = keep_screenshot(browser, "episode_page")
     assert first["errors"] == [None, None] and first["status"] == ""
     assert first["charts"] == 4  # state, action, reward, success
     assert later["times"][0] != first["times"][0] and not any(later["paused"])  # playing (it loops at 3 s)
     assert abs(later["times"][0] - later["times"][1]) < 0.25  # the two cameras stay together
     assert later["cursor"] != first["cursor"] and 0 <= later["t"] <= 3.0
-    assert (tmp_path / "episode_page.png").stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
 
     browser.find_element("id", "play").click()  # pause: time and cursor stop
     wait_for(browser, lambda s: all(s["paused"]))
@@ -407,7 +419,7 @@ def test_eval_page_plays_rollouts(browser, serve, tmp_path):
     browser.get(f"{serve(site)}/index.html")
     state = wait_for(browser, lambda s: len(s["times"]) == 2 and min(s["times"]) > 0.2)
     assert min(state["times"]) > 0.2 and state["errors"] == [None, None] and state["charts"] == 1
-    browser.save_screenshot(str(tmp_path / "eval_page.png"))
+    assert keep_screenshot(browser, "eval_page").stat().st_size > 10_000
 
 
 def test_real_pusht_page_screenshot(browser, serve, tmp_path):
@@ -417,8 +429,7 @@ def test_real_pusht_page_screenshot(browser, serve, tmp_path):
     first = wait_for(browser, lambda s: s["times"] and s["times"][0] > 1.0)
     later = wait_for(browser, lambda s: s["times"][0] > first["times"][0] + 1.0)
     assert later["cursor"] > first["cursor"] and later["charts"] == 5
-    shot = tmp_path / "visualize_dataset_html.png"
-    browser.save_screenshot(str(shot))
+    shot = keep_screenshot(browser, "real_pusht_episode_page")
     if os.environ.get("LEROBOT_UPDATE_DOCS_SCREENSHOT") == "1":  # refresh the README's picture
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOCS_SCREENSHOT)
