@@ -525,15 +525,7 @@ def test_7_real_robot_guide_section_10_runs_on_emulated_arms(tmp_path):
         # calibration files, teleoperate, camera video, record, replay, train, record -p
         assert len(commands) == 7
         for cmd in commands:
-            try:
-                run(cmd, checkout, timeout=600)
-            except AssertionError as exc:
-                # The emulators answer within the SDK's ~34 ms packet timeout unless the machine is saturated
-                # (they share 2 cores with this command and the other test worker); a bus that stays silent
-                # for all its retries at connect time gets one more try, nothing else does.
-                if "No answer from motor" not in str(exc):
-                    raise
-                run(cmd, checkout, timeout=600)
+            run(cmd, checkout, timeout=600)
     finally:
         for proc, _ in buses:
             proc.terminate()

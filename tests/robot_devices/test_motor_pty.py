@@ -3,6 +3,7 @@ faults, clean-up of threads and fds, the round-trip time and the command line.""
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import signal
@@ -28,6 +29,7 @@ from lerobot.common.robot_devices.motors.pty_port import LockstepSerial, PtyServ
 from lerobot.common.robot_devices.motors.tables import DYNAMIXEL_SPEC, FEETECH_SPEC
 from lerobot.common.robot_devices.motors.utils import (
     MotorModelMismatchError,
+    MotorNotRespondingError,
     MotorsBusPortError,
     configure_single_motor,
 )
@@ -103,6 +105,38 @@ def test_plain_pyserial_port_without_name_redirect(patient_sdk):
         bus.write("Goal_Position", [100, 200, 300, 400, 500, 600])
         assert bus.read("Goal_Position").tolist() == [100, 200, 300, 400, 500, 600]
         bus.disconnect()
+
+
+@pytest.mark.parametrize(
+    "emulator_cls, bus_cls, model",
+    [
+        (FeetechBusEmulator, FeetechMotorsBus, "sts3215"),
+        (DynamixelBusEmulator, DynamixelMotorsBus, "xl330-m288"),
+    ],
+    ids=["feetech", "dynamixel"],
+)
+def test_late_answers_lengthen_the_packet_timeout(emulator_cls, bus_cls, model, caplog):
+    # Answers 60 ms late, past the SDKs' first 34 ms timeout (a slow adapter, or a saturated CI machine).
+    # Before, each retry read the previous try's late answer as its own, and all 21 tries of the ping failed.
+    emulator = emulator_cls({i: model for i in range(1, 4)}, reply_delay_s=0.06)
+    with serve_on_pty(emulator) as path:
+        bus = bus_cls(path, {f"m{i}": (i, model) for i in range(1, 4)})
+        with caplog.at_level(logging.WARNING):
+            bus.connect()
+        assert bus._latency_ms >= 32  # a 66 ms timeout or more
+        assert "an answer came after the packet timeout" in caplog.text
+        emulator.set_position(2, 1000)
+        assert bus.read("Present_Position").tolist() == [2048, 1000, 2048]
+        bus.disconnect()
+
+
+def test_a_dead_motor_does_not_lengthen_the_packet_timeout():
+    emulator = FeetechBusEmulator({1: "sts3215"})
+    with serve_on_pty(emulator) as path:
+        bus = FeetechMotorsBus(path, {"m1": (1, "sts3215"), "m2": (2, "sts3215")})
+        with pytest.raises(MotorNotRespondingError, match="'m2'"):
+            bus.connect()
+        assert bus._latency_ms == 16
 
 
 def test_configure_a_motor_found_at_a_termios2_rate():

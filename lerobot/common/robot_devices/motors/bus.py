@@ -8,6 +8,8 @@ the calibration. `DynamixelMotorsBus` and `FeetechMotorsBus` pick the SDK and th
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -39,6 +41,11 @@ from lerobot.common.robot_devices.motors.utils import (
 )
 
 MAX_MOTOR_ID = 252  # 253 is reserved, 254 is the broadcast ID
+
+
+# A bus whose answers come late (a USB adapter's latency timer, a loaded machine) gets a longer packet timeout,
+# doubling each time a late answer is seen, up to this latency allowance (a timeout of about half a second).
+MAX_LATENCY_MS = 256.0
 
 
 class MotorsBus:
@@ -91,6 +98,7 @@ class MotorsBus:
         self.calibration: dict[str, list] | None = None
         self.logs: dict[str, Any] = {}
         self._readers: dict[tuple, Any] = {}
+        self._latency_ms = 16.0  # the SDKs' default latency timer; read from the SDK at connect
         self._reset_turn_tracking()
 
     # --- brand hooks -----------------------------------------------------------------------------------
@@ -159,6 +167,17 @@ class MotorsBus:
             raise MotorsBusPortError(
                 f"The {self.spec.name} SDK cannot open '{self.port}' at {self.baudrate} baud (unsupported rate)."
             )
+        # The SDK's packet timeout is 2 x its module-wide LATENCY_TIMER + 2 ms (+ the bytes' transfer time).
+        # This port's allowance starts there and grows when answers come late (see _clear_input).
+        module = sys.modules.get(type(self.port_handler).__module__)
+        self._latency_ms = float(getattr(module, "LATENCY_TIMER", 16))
+        self.port_handler.setPacketTimeout = self._set_packet_timeout
+
+    def _set_packet_timeout(self, packet_length: int) -> None:
+        # The SDKs' own formula, with this bus's latency allowance in place of their module constant.
+        handler = self.port_handler
+        handler.packet_start_time = handler.getCurrentTime()
+        handler.packet_timeout = handler.tx_time_per_byte * packet_length + 2.0 * self._latency_ms + 2.0
 
     def reconnect(self) -> None:
         """Close and reopen the port (e.g. after a USB hiccup), keeping the calibration."""
@@ -283,9 +302,34 @@ class MotorsBus:
         return names
 
     def _clear_input(self) -> None:
-        # Before a retry, drop what is left of the failed exchange (the Feetech SDK's clearPort only flushes
-        # the output, so stale status packets would otherwise be parsed as the answer to the next request).
-        self.port_handler.ser.reset_input_buffer()
+        """Before a retry, drop what is left of the failed exchange, including an answer still on its way.
+
+        The SDKs take any status packet from the right ID as the answer (the Feetech SDK's clearPort only
+        flushes the output). Flushing only what has arrived lets a late answer land after the flush: the retry
+        then reads it as its own answer and every later try stays one answer behind (a ping "answered" by the
+        model-number reply, whose own read then gets the ping's reply), until all retries are spent. So the
+        input is flushed until the line has been quiet for as long as a short answer may take. Bytes that
+        arrive in that time are a late answer: the packet timeout doubles (up to MAX_LATENCY_MS).
+        """
+        ser = self.port_handler.ser
+        quiet_s = (2.0 * self._latency_ms + 2.0) / 1000.0
+        ser.reset_input_buffer()
+        late = False
+        start = last = time.monotonic()
+        # Bounded: a line that never goes quiet (noise, another talker) must not hang the retry.
+        while (now := time.monotonic()) - last < quiet_s and now - start < 10 * quiet_s:
+            time.sleep(min(0.002, quiet_s / 4))
+            if ser.in_waiting:
+                ser.reset_input_buffer()
+                late = True
+                last = time.monotonic()
+        if late and self._latency_ms < MAX_LATENCY_MS:
+            self._latency_ms = min(2.0 * self._latency_ms, MAX_LATENCY_MS)
+            logging.warning(
+                f"{type(self).__name__}({self.port}): an answer came after the packet timeout; waiting up to "
+                f"{2.0 * self._latency_ms + 2.0:.0f} ms from now on. On real hardware, check the USB adapter's "
+                "latency timer (Linux: /sys/bus/usb-serial/devices/*/latency_timer, 1 ms is best)."
+            )
 
     def _sync_read(
         self, ids: list[int], models: list[str], data_name: str, names: list[str] | None, retries: int

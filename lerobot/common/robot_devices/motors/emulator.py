@@ -90,12 +90,17 @@ class MotorBusEmulator:
         motors: dict[int, str] | None = None,
         baudrate: int | None = None,
         motion_step: int | None = None,
+        reply_delay_s: float = 0.0,
     ):
         if motion_step is not None and motion_step <= 0:
             raise ValueError(
                 f"motion_step must be a positive number of steps (or None: at once), not {motion_step}."
             )
+        if not 0.0 <= reply_delay_s <= 10.0:
+            raise ValueError(f"reply_delay_s must be between 0 and 10 seconds, not {reply_delay_s}.")
         self.motion_step = motion_step
+        # Answers leave this long after their request (a slow USB adapter or a loaded machine).
+        self.reply_delay_s = reply_delay_s
         self.motors: list[EmulatedMotor] = []
         self._instructions: list[tuple[int, int]] = []  # (instruction, packet ID) of every packet received
         self._faults: list[_Fault] = []
@@ -526,6 +531,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         help="a torqued motor moves at most this many steps toward its goal per read (default: at once)",
     )
+    parser.add_argument(
+        "--reply-delay-ms",
+        type=float,
+        default=0.0,
+        help="answer this many ms late, like a slow USB adapter (the SDKs time out after ~34 ms at first)",
+    )
     parser.add_argument("--follow", action="store_true", help="print every packet received, as it comes")
     args = parser.parse_args(argv)
     model = args.model or DEFAULT_MODELS[args.brand]
@@ -536,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             {i: model for i in range(1, args.motors + 1)},
             baudrate=args.baudrate,
             motion_step=args.motion_step,
+            reply_delay_s=args.reply_delay_ms / 1000.0,
         )
     except (KeyError, ValueError) as e:
         parser.error(str(e))

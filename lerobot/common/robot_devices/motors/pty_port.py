@@ -142,6 +142,8 @@ class PtyServer:
                 with self._cond:
                     self._busy = True
                 reply = self._endpoint.handle(data, read_baudrate(self._master))
+                if reply and (delay := getattr(self._endpoint, "reply_delay_s", 0.0)):
+                    time.sleep(delay)
                 written = self._send(reply)
                 with self._cond:
                     self._busy = False
