@@ -9,7 +9,8 @@ Two ways to open the slave:
 
 - Plain `serial.Serial(path)` (`serve_on_pty`, the command line): free-running, like a USB adapter. The SDK's
   packet timeout (about 34 ms) runs against the emulator thread's scheduling: on a heavily loaded machine an
-  answer can come too late and the SDK reports a timeout, as it would with a slow adapter.
+  answer can come too late and the SDK reports a timeout, as it would with a slow adapter (`MotorsBus` then
+  retries with a longer timeout once it has seen a late answer).
 - `LockstepSerial` (what `emulated_serial_ports` hands out): the same bytes through the same pty, but before
   each read the port waits until the emulator has processed every byte written to it and its answer is in
   the port's input queue. Tests then see exactly the faults they inject, however loaded the machine is.
