@@ -216,7 +216,7 @@ def test_crops_and_resize():
     g = torch.Generator().manual_seed(0)
     crops = random_crop(images, (4, 5), generator=g)
     assert crops.shape == (2, 3, 4, 5)
-    assert crops.is_contiguous()  # NCHW: a channels-last crop would make the whole backbone run channels-last
+    assert crops.is_contiguous()  # NCHW, as the images came
     for b in range(2):  # every crop is a window of its own image
         windows = [images[b, :, i : i + 4, j : j + 5] for i in range(3) for j in range(4)]
         assert any(torch.equal(crops[b], w) for w in windows)
@@ -239,9 +239,11 @@ def test_max_pool_before_relu_gives_the_textbook_values_and_gradients(norm):
     model = ResNet("resnet18", norm)
     x = torch.rand(2, 3, 64, 96)
 
-    def textbook(x):  # the stem in torchvision's order; the rest as the model runs it
-        y = model.maxpool(F.relu(conv_norm(model.conv1, model.bn1, x)))
-        return model.layer4(model.layer3(model.layer2(model.layer1(y))))
+    def textbook(x):  # the stem in torchvision's order; the rest as the model runs it (same layouts)
+        y = model.maxpool(F.relu(conv_norm(model.conv1, model.bn1, model._layout(x))))
+        for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+            y = layer(model._layout(y))
+        return y
 
     grads = []
     for forward in (model, textbook):
@@ -261,6 +263,33 @@ def test_max_pool_before_relu_gives_the_textbook_values_and_gradients(norm):
         (g,) = torch.autograd.grad(pool.sum() * 3, stem)
         grads.append(g)
     torch.testing.assert_close(grads[2], grads[3])
+
+
+def test_each_stage_picks_its_layout_by_map_size():
+    # 96x128: the stem and layers 1-3 run channels-last (faster there, the NCHW max pool is ~7x slower); layer4
+    # gets a 6x8 map, where NCHW convolutions are faster. Values match an all-NCHW run, gradients included.
+    torch.manual_seed(0)
+    model = ResNet("resnet18", "frozen_batch_norm")
+    _randomise_frozen_norms(model)
+    layers = (model.layer1, model.layer2, model.layer3, model.layer4)
+    seen = []
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        for layer in layers
+    ]
+    x = torch.rand(2, 3, 96, 128)
+    out = model(x)
+    (grad,) = torch.autograd.grad(out.sum(), model.conv1.weight)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [True, True, True, False]
+    model.channels_last = False
+    expected = model(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), model.conv1.weight)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
 
 
 def test_folded_weights_are_cached_per_layout():

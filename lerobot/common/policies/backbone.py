@@ -36,7 +36,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-CHANNELS_LAST_MIN_PIXELS = 160 * 160
+# With frozen batch norm, a stage (the stem, each layer) runs on channels-last maps when its input map has at
+# least this many pixels, else on NCHW maps. On CPU, oneDNN's convolutions are faster channels-last on large maps
+# and the max pool is ~7x faster; on small maps (a 512x512x3x3 kernel on 6x8 -> 3x4) NCHW is faster. Values
+# are the same either way.
+CHANNELS_LAST_MIN_PIXELS = 100
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -164,9 +168,7 @@ class ResNet(nn.Module):
         if name not in RESNET_LAYERS:
             raise ValueError(f"Unsupported vision backbone {name!r}; choose one of {sorted(RESNET_LAYERS)}.")
         norm_layer = make_norm_layer(norm)
-        # Channels-last feature maps make oneDNN's convolutions and the max pool faster on CPU for camera-sized
-        # images (about 1.3x for ResNet-18 at 480x640 with folded frozen batch norm), but slower for small
-        # images and with GroupNorm; the values are the same either way.
+        # Channels-last maps (see CHANNELS_LAST_MIN_PIXELS) only with frozen batch norm: GroupNorm is slower so.
         self.channels_last = norm == "frozen_batch_norm"
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
@@ -194,13 +196,21 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, ceil(H/32), ceil(W/32))
-        if self.channels_last and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
-            x = x.contiguous(memory_format=torch.channels_last)
         # relu(maxpool(x)) equals maxpool(relu(x)), gradients included (relu is monotone, and where it zeroes
         # a window's maximum it zeroes every element of the window); on the 4x smaller map, the stem's ReLU
         # and its backward pass cost a quarter (they were ~5% of an ACT training step at 480x640).
-        x = self.relu(self.maxpool(conv_norm(self.conv1, self.bn1, x)))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.relu(self.maxpool(conv_norm(self.conv1, self.bn1, self._layout(x))))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(self._layout(x))
+        return x
+
+    def _layout(self, x: Tensor) -> Tensor:
+        # Each stage picks the memory layout of its input by the size of the map: see CHANNELS_LAST_MIN_PIXELS.
+        if not self.channels_last:
+            return x
+        if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------
