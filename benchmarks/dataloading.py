@@ -10,6 +10,11 @@ The datasets are written once into `--data-dir` by our writer (or the reference'
 also checks that our reader reads reference-written data). Each measurement runs `_loader_worker.py` in a fresh
 subprocess: our venv's python for ours, `--reference-python` for the reference.
 
+`--allocator`: train.py makes glibc keep freed memory for reuse when it trains on CPU (`keep_freed_memory`; its
+DataLoader workers inherit it), which saves re-faulting every 236 MB batch of 480x640 frames. By default neither
+side gets it, so the code alone is compared; `--allocator ours` measures ours as train.py runs it, and
+`--allocator both` gives the reference's process the same setting (glibc's MALLOC_* variables).
+
     .venv/bin/python benchmarks/dataloading.py --quick          # smoke run, small datasets, few batches
     .venv/bin/python benchmarks/dataloading.py                  # full run, writes outputs/benchmarks/dataloading.json
     .venv/bin/python benchmarks/dataloading.py --check          # compare items of ours and the reference
@@ -119,8 +124,10 @@ def variants(args) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------- running
 
 
-def run_worker(python: str, argv: list[str], timeout: float, cwd: Path | None = None) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def run_worker(
+    python: str, argv: list[str], timeout: float, cwd: Path | None = None, extra_env: dict | None = None
+) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     env.pop("PYTHONPATH", None)  # each python must import its own `lerobot`
     proc = subprocess.run(
         [python, str(WORKER), *argv],
@@ -135,6 +142,16 @@ def run_worker(python: str, argv: list[str], timeout: float, cwd: Path | None = 
         tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-25:])
         raise RuntimeError(f"worker failed (rc={proc.returncode}): {' '.join(argv[:6])} ...\n{tail}")
     return json.loads(lines[-1])
+
+
+def malloc_env(impl: str, allocator: str) -> dict[str, str]:
+    """glibc's settings for one measurement: `keep_freed_memory`'s (as train.py sets them on CPU, inherited by
+    its DataLoader workers) for the sides `--allocator` names, else none (the code alone is compared)."""
+    if allocator == "both" or (allocator == "ours" and impl != "reference"):
+        from lerobot.common.utils.utils import KEEP_FREED_MEMORY_MALLOC_ENV
+
+        return dict(KEEP_FREED_MEMORY_MALLOC_ENV)
+    return {}
 
 
 def ensure_dataset(name: str, variant: dict, args, python_of: dict[str, str]) -> Path:
@@ -400,6 +417,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 10 PushT episodes, 2x100 480p, 4 batches"
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("default", "ours", "both"),
+        default="default",
+        help="glibc keeps freed memory (train.py's setting on CPU) for ours, for both, or for neither (default)",
+    )
     parser.add_argument("--check", action="store_true", help="only compare items of ours and the reference")
     args = parser.parse_args()
     if args.quick:
@@ -444,8 +467,11 @@ def main() -> None:
                 row = {"dataset": name, "num_workers": workers, "impl": impl}
                 try:
                     python = python_of["reference" if impl == "reference" else "ours"]
-                    row.update(run_worker(python, bench_argv(name, root, impl, workers, args), args.timeout))
+                    env = malloc_env(impl, args.allocator)
+                    argv = bench_argv(name, root, impl, workers, args)
+                    row.update(run_worker(python, argv, args.timeout, extra_env=env))
                     row["impl"] = impl
+                    row["malloc"] = "keep_freed_memory" if env else "default"
                     print(
                         f"[run] {label}: first {row['first_epoch_samples_per_s']:.1f}/s, steady "
                         f"{row['steady_samples_per_s']:.1f}/s, peak RSS {row['peak_rss_mb']:.0f} MB",
@@ -483,6 +509,7 @@ def main() -> None:
             "epochs": args.epochs,
             "max_batches": args.max_batches,
             "workers": args.workers,
+            "allocator": args.allocator,
             "datasets": datasets,
             "reference_python": args.reference_python if has_reference else None,
         },
