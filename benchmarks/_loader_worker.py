@@ -3,7 +3,9 @@
 It imports either our `lerobot` (`--impl ours`) or the reference one (`--impl reference`) and does one of:
 
 - `--mode bench` (default): load a dataset, iterate a shuffled DataLoader for `--epochs` epochs, time each epoch,
-  sample the peak RSS of the process tree, and print one JSON line.
+  sample the peak RSS of the process tree, and print one JSON line. With `--ceiling`, the DataLoader reads
+  copies of a few items held in RAM instead (same keys, shapes and dtypes, no decoding, no disk): the most any
+  dataset can deliver through this DataLoader on this machine.
 - `--mode build`: write a benchmark dataset (format v3.0, video) from the source arrays prepared by the driver.
 - `--mode dump`: save the items at `--indices` to an .npz (+ .json for strings) for the compatibility check.
 
@@ -137,6 +139,27 @@ class TreeRssSampler(threading.Thread):
 # ----------------------------------------------------------------------------------------------- bench
 
 
+class InMemoryItems:
+    """`len(dataset)` items cycling through `count` real items kept in RAM; each access returns fresh copies, as
+    a dataset decoding frames would (the DataLoader then collates and moves them as it does real items)."""
+
+    def __init__(self, dataset, count: int = 16):
+        import torch
+
+        self.length = len(dataset)
+        step = max(1, self.length // count)
+        self.items = [
+            {k: v for k, v in dataset[i].items() if isinstance(v, torch.Tensor)}
+            for i in range(0, self.length, step)
+        ][:count]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return {k: v.clone() for k, v in self.items[index % len(self.items)].items()}
+
+
 def touch(batch) -> float:
     """Reduce every tensor of the batch so that no lazily produced value goes unread."""
     import torch
@@ -165,6 +188,8 @@ def bench(args) -> dict:
     sampler.start()
     t0 = time.perf_counter()
     ds, info = open_dataset(args, args.frame_cache)
+    if args.ceiling:
+        ds = InMemoryItems(ds)
     load_s = time.perf_counter() - t0
     generator = torch.Generator().manual_seed(args.seed)
     loader = torch.utils.data.DataLoader(
@@ -319,6 +344,7 @@ def main() -> None:
     parser.add_argument(
         "--cache-parent", default=None, help="where fresh frame caches are made (default: tmp)"
     )
+    parser.add_argument("--ceiling", action="store_true", help="bench: copies of items held in RAM")
     parser.add_argument("--source", help="build: folder of source arrays prepared by the driver")
     parser.add_argument("--indices", default="0", help="dump: comma-separated item indices")
     parser.add_argument("--out", help="dump: output .npz")

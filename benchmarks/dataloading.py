@@ -54,7 +54,8 @@ DELTAS = {
         "action": [round(i * 0.02, 6) for i in range(50)],
     },
 }
-IMPLS = ("reference", "ours", "ours-nocache")
+# "ceiling": a DataLoader over copies of a few of our items held in RAM: what any dataset could deliver here.
+IMPLS = ("reference", "ours", "ours-nocache", "ceiling")
 TARGETS = {"first_epoch": 2.0, "steady": 10.0, "rss": 1.0}
 
 
@@ -195,6 +196,8 @@ def bench_argv(name: str, root: Path, impl: str, workers: int, args) -> list[str
     ]
     if args.cache_parent:
         argv += ["--cache-parent", str(args.cache_parent)]
+    if impl == "ceiling":
+        argv += ["--ceiling"]
     return argv
 
 
@@ -276,7 +279,14 @@ def print_table(rows: list[dict], ratios: list[dict]) -> None:
         print(
             f"{r['dataset']:<10} {r['num_workers']:>7}  {r['impl']:<13} {fmt(r['first_epoch_ratio'], '.2f'):>9} "
             f"{fmt(r['steady_ratio'], '.2f'):>9} {fmt(r['rss_ratio_ref_over_ours'], '.2f'):>13} "
-            f"{fmt(r['anon_rss_ratio_ref_over_ours'], '.2f'):>14}  {'met' if met else 'NOT met'}"
+            f"{fmt(r['anon_rss_ratio_ref_over_ours'], '.2f'):>14}  "
+            + (
+                "(the most any dataset could reach)"
+                if r["impl"] == "ceiling"
+                else "met"
+                if met
+                else "NOT met"
+            )
         )
 
 
