@@ -409,8 +409,9 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
 def to_unit_float(frames: np.ndarray) -> torch.Tensor:
     """uint8 -> float32 in [0, 1]. Done in numpy: torch splits such small ops over threads, which costs
-    milliseconds per call when the cores are busy (e.g. with DataLoader workers)."""
-    return torch.from_numpy(np.divide(frames, np.float32(255), dtype=np.float32))  # one pass, as x.float() / 255
+    milliseconds per call when the cores are busy (e.g. with DataLoader workers). One pass, same values as
+    `x.float() / 255`."""
+    return torch.from_numpy(np.divide(frames, np.float32(255), dtype=np.float32))
 
 
 def column_to_numpy(column: pa.ChunkedArray, name: str, files: list[str]) -> np.ndarray:
