@@ -5,12 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import random
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from lerobot.common.datasets import frame_cache as fc
 from lerobot.common.datasets.errors import MissingFileError, TimestampSyncError
@@ -214,3 +216,33 @@ def test_eviction_with_threads(tmp_path, videos):
     with ThreadPoolExecutor(2) as pool:
         assert all(pool.map(work, range(4)))
     assert len(cache._entries) == 1
+
+
+def test_segment_being_built_elsewhere_is_decoded_directly(tmp_path, videos):
+    # While another worker holds a segment's build lock, a reader decodes just its own frames instead of
+    # idling until the whole segment is in the cache (seconds for a long episode).
+    _, shared, spans, _ = videos["libx264"]
+    segment = spans[1]
+    queries = [segment[0], segment[0] + 1 / FPS]
+    cache = DecodedFrameCache(tmp_path / "cache")
+    lock_path = cache._paths(cache.entry_key(shared, segment))[2]
+    lock_path.parent.mkdir(parents=True)
+    held, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        with FileLock(str(lock_path)):  # filelock locks per thread: this thread stands for another process
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert held.wait(10)
+        frames = cache.get_frames(shared, queries, TOL, segment=segment)
+        assert torch.equal(frames, decode_video_frames(shared, queries, TOL))
+        assert not list((tmp_path / "cache").glob("*.frames"))  # nothing built while the lock is held
+    finally:
+        release.set()
+        thread.join()
+    assert torch.equal(cache.get_frames(shared, queries, TOL, segment=segment), frames)
+    assert len(list((tmp_path / "cache").glob("*.frames"))) == 1

@@ -11,7 +11,8 @@ On-disk layout, per entry (`<key>` = hash of the video's absolute path, size, mt
     need a strided transpose per frame, measured at ~1.4 ms vs ~0.2 ms per 640x480 frame.
   - `<key>.json`: shape, the source video, and the frames' *absolute* timestamps in seconds inside the video
     file (`frame.pts * time_base`, exactly what `decode_video_frames` matches queries against).
-  - `<key>.lock`: the `filelock` that serialises the one-time decode across DataLoader worker processes.
+  - `<key>.lock`: the `filelock` that serialises the one-time decode across DataLoader worker processes; a reader
+    that finds it held decodes its own frames directly meanwhile instead of waiting.
 The sidecar is written after the frames file, both atomically, so its presence means the entry is complete.
 
 Reads use `os.pread` rather than `mmap`: pages read through pread live in the OS page cache and are not
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 
 from lerobot.common.datasets.errors import (
     CorruptFileError,
@@ -47,6 +49,7 @@ from lerobot.common.datasets.utils import atomic_path
 from lerobot.common.datasets.video_decoding import (
     _as_query_array,
     check_tolerance,
+    decode_video_frames,
     iter_video_frames,
     nearest_frame_indices,
 )
@@ -207,7 +210,11 @@ class DecodedFrameCache:
         queries = _as_query_array(timestamps)
         seg = _normalise_segment(segment)
         while True:
-            entry = self._get_entry(Path(video_path), seg)
+            entry = self._get_entry(Path(video_path), seg, wait=False)
+            if entry is None:
+                # Another process (a DataLoader worker) is decoding this segment into the cache right now:
+                # decode just these frames instead of idling until it is done (seconds for a long episode).
+                return decode_video_frames(video_path, queries, tolerance_s)
             c, h, w = entry.frame_shape
             if len(queries) == 0:
                 return torch.empty((0, c, h, w), dtype=torch.uint8)
@@ -247,7 +254,9 @@ class DecodedFrameCache:
                 )
             got += n
 
-    def _get_entry(self, video_path: Path, segment: Segment | None) -> _Entry:
+    def _get_entry(self, video_path: Path, segment: Segment | None, wait: bool = True) -> _Entry | None:
+        """The open entry of (video, segment), built first if needed; None when `wait` is False and another
+        process holds the build lock."""
         key = self.entry_key(video_path, segment)
         with self._lock:
             self._check_pid()
@@ -257,7 +266,8 @@ class DecodedFrameCache:
                 return entry
         entry = self._open_entry(key)
         if entry is None:
-            self._build_entry(key, video_path, segment)
+            if not self._build_entry(key, video_path, segment, wait):
+                return None
             entry = self._open_entry(key)
             if entry is None:
                 raise CorruptFileError(
@@ -291,16 +301,21 @@ class DecodedFrameCache:
 
     # --------------------------------------------------------------------------------------- building
 
-    def _build_entry(self, key: str, video_path: Path, segment: Segment | None) -> None:
-        """Decode the segment once, guarded so concurrent workers wait for the first one instead of redoing it."""
+    def _build_entry(self, key: str, video_path: Path, segment: Segment | None, wait: bool = True) -> bool:
+        """Decode the segment once, guarded so that concurrent workers never decode it twice. Returns False,
+        without building, when `wait` is False and another process holds the lock (it is building the entry)."""
         frames_path, meta_path, lock_path = self._paths(key)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
-            entry = self._open_entry(key)
-            if entry is not None:  # built by another process while we waited
-                entry.close()
-                return
-            self._decode_segment(key, video_path, segment, frames_path, meta_path)
+        try:
+            with FileLock(str(lock_path), timeout=-1 if wait else 0):
+                entry = self._open_entry(key)
+                if entry is not None:  # built by another process while we waited
+                    entry.close()
+                    return True
+                self._decode_segment(key, video_path, segment, frames_path, meta_path)
+        except FileLockTimeout:
+            return False
+        return True
 
     def _decode_segment(
         self, key: str, video_path: Path, segment: Segment | None, frames_path: Path, meta_path: Path
