@@ -210,7 +210,7 @@ class DecodedFrameCache:
         queries = _as_query_array(timestamps)
         seg = _normalise_segment(segment)
         while True:
-            entry = self._get_entry(Path(video_path), seg, wait=False)
+            entry = self._get_entry(Path(video_path), seg)
             if entry is None:
                 # Another process (a DataLoader worker) is decoding this segment into the cache right now:
                 # decode just these frames instead of idling until it is done (seconds for a long episode).
@@ -254,9 +254,9 @@ class DecodedFrameCache:
                 )
             got += n
 
-    def _get_entry(self, video_path: Path, segment: Segment | None, wait: bool = True) -> _Entry | None:
-        """The open entry of (video, segment), built first if needed; None when `wait` is False and another
-        process holds the build lock."""
+    def _get_entry(self, video_path: Path, segment: Segment | None) -> _Entry | None:
+        """The open entry of (video, segment), built first if needed; None while another process holds the
+        build lock (it is building the entry)."""
         key = self.entry_key(video_path, segment)
         with self._lock:
             self._check_pid()
@@ -266,7 +266,7 @@ class DecodedFrameCache:
                 return entry
         entry = self._open_entry(key)
         if entry is None:
-            if not self._build_entry(key, video_path, segment, wait):
+            if not self._build_entry(key, video_path, segment):
                 return None
             entry = self._open_entry(key)
             if entry is None:
@@ -301,15 +301,15 @@ class DecodedFrameCache:
 
     # --------------------------------------------------------------------------------------- building
 
-    def _build_entry(self, key: str, video_path: Path, segment: Segment | None, wait: bool = True) -> bool:
+    def _build_entry(self, key: str, video_path: Path, segment: Segment | None) -> bool:
         """Decode the segment once, guarded so that concurrent workers never decode it twice. Returns False,
-        without building, when `wait` is False and another process holds the lock (it is building the entry)."""
+        without waiting or building, when another process holds the lock (it is building the entry)."""
         frames_path, meta_path, lock_path = self._paths(key)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
-            with FileLock(str(lock_path), timeout=-1 if wait else 0):
+            with FileLock(str(lock_path), timeout=0):
                 entry = self._open_entry(key)
-                if entry is not None:  # built by another process while we waited
+                if entry is not None:  # built by another process since we looked
                     entry.close()
                     return True
                 self._decode_segment(key, video_path, segment, frames_path, meta_path)
