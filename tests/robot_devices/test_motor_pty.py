@@ -118,9 +118,12 @@ def test_plain_pyserial_port_without_name_redirect(patient_sdk):
 def test_late_answers_lengthen_the_packet_timeout(emulator_cls, bus_cls, model, caplog):
     # Answers 60 ms late, past the SDKs' first 34 ms timeout (a slow adapter, or a saturated CI machine).
     # Before, each retry read the previous try's late answer as its own, and all 21 tries of the ping failed.
+    # The emulator thread shares this process (and 2 cores) with the test runner: a CI machine under full load
+    # once starved it for seconds, past even the longest timeout, so the connect gets more tries than the
+    # default 21 to ride out such a stall. The timeout's growth itself is checked without threads below.
     emulator = emulator_cls({i: model for i in range(1, 4)}, reply_delay_s=0.06)
     with serve_on_pty(emulator) as path:
-        bus = bus_cls(path, {f"m{i}": (i, model) for i in range(1, 4)})
+        bus = bus_cls(path, {f"m{i}": (i, model) for i in range(1, 4)}, num_retries=100)
         with caplog.at_level(logging.WARNING):
             bus.connect()
         assert bus._latency_ms >= 32  # a 66 ms timeout or more
@@ -128,6 +131,44 @@ def test_late_answers_lengthen_the_packet_timeout(emulator_cls, bus_cls, model, 
         emulator.set_position(2, 1000)
         assert bus.read("Present_Position").tolist() == [2048, 1000, 2048]
         bus.disconnect()
+
+
+class _ScriptedPort:
+    """A serial port whose input queue holds `arrivals[i]` bytes at the i-th look, then nothing."""
+
+    def __init__(self, arrivals: list[int]):
+        self.arrivals = list(arrivals)
+        self.flushes = 0
+
+    @property
+    def in_waiting(self) -> int:
+        return self.arrivals.pop(0) if self.arrivals else 0
+
+    def reset_input_buffer(self) -> None:
+        self.flushes += 1
+
+
+@pytest.mark.parametrize(
+    "arrivals, latency_before, latency_after, warned",
+    [
+        ([], 16.0, 16.0, False),  # the line stayed quiet: nothing was late
+        ([0, 0, 6], 16.0, 32.0, True),  # an answer arrived while waiting: twice the timeout from now on
+        ([0, 14, 0, 6], 128.0, 256.0, True),  # two late bursts in one wait still double once
+        ([6], 256.0, 256.0, False),  # at the bound the timeout grows no more
+    ],
+)
+def test_clear_input_doubles_the_timeout_after_a_late_answer(
+    arrivals, latency_before, latency_after, warned, caplog
+):
+    bus = FeetechMotorsBus("/dev/null", {"m1": (1, "sts3215")})
+    port = _ScriptedPort(arrivals)
+    bus.port_handler = type("Handler", (), {"ser": port})()
+    bus._latency_ms = latency_before
+    with caplog.at_level(logging.WARNING):
+        bus._clear_input()
+    assert bus._latency_ms == latency_after
+    assert ("an answer came after the packet timeout" in caplog.text) == warned
+    assert port.flushes == 1 + sum(1 for n in arrivals if n)  # every arrival is flushed, not read
 
 
 def test_a_dead_motor_does_not_lengthen_the_packet_timeout():
