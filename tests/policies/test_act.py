@@ -137,8 +137,8 @@ def test_select_action_runs_the_model_once_per_n_action_steps(monkeypatch):
     chunk = policy.predict_action_chunk(obs)
     assert chunk.shape == (3, 10, 3)
     calls = []
-    forward = policy.model.forward
-    monkeypatch.setattr(policy.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    predict = policy.predict_action_chunk
+    monkeypatch.setattr(policy, "predict_action_chunk", lambda *a, **k: calls.append(1) or predict(*a, **k))
     actions = [policy.select_action(obs) for _ in range(12)]
     assert all(a.shape == (3, 3) for a in actions)
     assert len(calls) == 3  # steps 0, 5 and 10

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from lerobot.common.policies.act.configuration_act import ACTConfig
 from lerobot.common.policies.backbone import make_backbone
 from lerobot.common.policies.dropout import Dropout, dropout
+from lerobot.common.policies.inference_trace import inference_runner
 from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 
 STATE = "observation.state"
@@ -89,7 +90,9 @@ class ACTPolicy(PreTrainedPolicy):
     def predict_action_chunk(self, batch: dict[str, Tensor]) -> Tensor:
         """The next `chunk_size` actions, (B, chunk_size, action_dim), in dataset units (latent = 0)."""
         self._check_inputs(batch)
-        actions, _ = self.model(self.normalize_inputs(batch))
+        normalized = self.normalize_inputs(batch)
+        obs = {key: normalized[key] for key in self.config.input_shapes}  # only tensors the model reads
+        actions = inference_runner(self.model, (obs,), method="predict")(obs)  # (B, chunk_size, A)
         return self.unnormalize_outputs({"action": actions})["action"]
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Any]:
@@ -100,7 +103,8 @@ class ACTPolicy(PreTrainedPolicy):
         """
         self._check_inputs(batch)
         self._check_actions(batch)
-        obs = self.normalize_inputs(batch)
+        normalized = self.normalize_inputs(batch)
+        obs = {key: normalized[key] for key in self.config.input_shapes}  # only tensors the model reads
         actions = self.normalize_targets(batch)["action"]  # (B, S, A)
         is_pad = batch.get("action_is_pad")
         if is_pad is None:
@@ -253,6 +257,10 @@ class ACT(nn.Module):
         queries = memory.new_zeros(b, self.config.chunk_size, self.config.dim_model)  # (B, S, D)
         out = self.decoder(queries, memory, self.decoder_pos_embed.weight.unsqueeze(0), pos)  # (B, S, D)
         return self.action_head(out), posterior
+
+    def predict(self, obs: dict[str, Tensor]) -> Tensor:
+        """Inference: the actions (B, chunk_size, action_dim) with the latent at zero (the prior's mean)."""
+        return self(obs)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------

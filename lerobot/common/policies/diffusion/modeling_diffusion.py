@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from lerobot.common.policies.backbone import SpatialSoftmaxEncoder
 from lerobot.common.policies.diffusion.configuration_diffusion import ENV_STATE, STATE, DiffusionConfig
 from lerobot.common.policies.diffusion.unet import DiffusionConditionalUnet1d
+from lerobot.common.policies.inference_trace import inference_runner
 from lerobot.common.policies.pretrained import PreTrainedPolicy, make_adam
 
 
@@ -249,9 +250,11 @@ class DiffusionModel(nn.Module):
         shape = (b, self.config.horizon, self.config.output_shapes["action"][0])
         sample = torch.randn(shape, generator=generator, device=global_cond.device, dtype=global_cond.dtype)
         self.noise_scheduler.set_timesteps(self.num_inference_steps)
+        steps = torch.zeros(b, dtype=torch.long, device=sample.device)
+        unet = inference_runner(self.unet, (sample, steps, global_cond))  # same inputs at every step
         for t in self.noise_scheduler.timesteps:  # from the noisiest step down to 0
             steps = torch.full((b,), int(t), dtype=torch.long, device=sample.device)
-            pred = self.unet(sample, steps, global_cond)
+            pred = unet(sample, steps, global_cond)
             sample = self.noise_scheduler.step(pred, t, sample, generator=generator).prev_sample
         return sample
 
