@@ -513,10 +513,10 @@ def test_unet_conv1d_under_autocast_caches_its_low_precision_weight():
         expected = conv(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = conv(x)
-            cached = conv._cast_cache[1]
+            cached = conv._prepared_weight(torch.bfloat16)
             assert out.dtype == torch.bfloat16 and cached.dtype == torch.bfloat16
             conv(x)
-            assert conv._cast_cache[1] is cached  # reused, not cast again
+            assert conv._prepared_weight(torch.bfloat16) is cached  # reused, not cast again
         torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
         conv.weight.mul_(2)  # an optimiser step or load_state_dict changes the weight in place
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -525,4 +525,36 @@ def test_unet_conv1d_under_autocast_caches_its_low_precision_weight():
             )
     with torch.autocast("cpu", dtype=torch.bfloat16):  # with autograd: autocast's own casts, gradients flow
         conv(x.requires_grad_(True)).float().sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_unet_conv1d_inference_packs_large_weights_for_onednn():
+    """Float32 CPU inference of a layer of at least PACKED_MIN_WEIGHTS weights: oneDNN's product with the weight
+    packed once, packed again after the weight changes, dropped in training mode; values as nn.Conv1d's."""
+    from torch.nn import functional as F
+
+    from lerobot.common.policies.diffusion.unet import PACKED_MIN_WEIGHTS, Conv1d, onednn_linear
+
+    if not onednn_linear():
+        pytest.skip("this torch has no oneDNN packed matrix product")
+    torch.manual_seed(0)
+    conv = Conv1d(512, 128, 5)
+    assert conv.weight.numel() >= PACKED_MIN_WEIGHTS
+    x = torch.randn(1, 512, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            conv(x), F.conv1d(x, conv.weight, conv.bias, padding=2), rtol=1e-4, atol=1e-4
+        )
+        packed = conv._prepared_weight("packed")
+        assert packed.is_mkldnn
+        conv(torch.randn(3, 512, 8))  # another batch size and length: the same packed weight
+        assert conv._prepared_weight("packed") is packed
+        conv.weight.mul_(2)
+        torch.testing.assert_close(
+            conv(x), F.conv1d(x, conv.weight, conv.bias, padding=2), rtol=1e-4, atol=1e-4
+        )
+        assert conv._prepared_weight("packed") is not packed
+    conv.train()
+    assert "_prepared" not in conv.__dict__
+    conv(x).sum().backward()  # training: autograd through the plain weight
     assert conv.weight.grad is not None
