@@ -32,7 +32,7 @@ from lerobot.common.datasets.utils import atomic_path
 from lerobot.common.envs.factory import make_env
 from lerobot.common.envs.utils import preprocess_observation
 from lerobot.common.policies.pretrained import PreTrainedPolicy
-from lerobot.common.utils.utils import autocast, get_device, init_logging, set_global_seed
+from lerobot.common.utils.utils import autocast, get_device, init_logging, keep_freed_memory, set_global_seed
 
 log = logging.getLogger("lerobot.eval")
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pretrained = fetch_config_yaml(args.pretrained_policy_name_or_path, args.revision)
     cfg = load_run_config(pretrained, args.overrides)
     device = get_device(cfg.get("device", "auto"))
+    if device.type == "cpu":
+        keep_freed_memory()  # each policy call re-faults its freed activations otherwise (as in train.py)
     seed = cfg.get("seed", 1000)
     set_global_seed(seed)
     policy_type = cfg.get("policy", {}).get("name", None) if cfg.get("policy", None) is not None else None

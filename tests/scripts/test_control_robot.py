@@ -218,6 +218,7 @@ def test_record_replay_train_and_run_the_policy(so100, tmp_path, monkeypatch):
         return action
 
     monkeypatch.setattr(control_utils, "predict_action", predict_spy)
+    monkeypatch.setenv("LEROBOT_KEEP_FREED_MEMORY", "0")  # record -p runs in this process: leave malloc alone
     so100.rig.set_positions(
         "main_leader", [0, 0, 0, 0, 0, 50]
     )  # the leader rests: it must not drive anything

@@ -30,7 +30,7 @@ from lerobot.common.robot_devices.control_utils import (
     say,
 )
 from lerobot.common.robot_devices.keyboard import ControlEvents, display_available, keyboard_controls
-from lerobot.common.utils.utils import get_device
+from lerobot.common.utils.utils import get_device, keep_freed_memory
 
 log = logging.getLogger("lerobot.control")
 
@@ -68,6 +68,8 @@ def load_policy_for_recording(
         cfg = OmegaConf.load(folder / "config.yaml")
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     device = get_device(cfg.get("device", "auto"))
+    if device.type == "cpu":
+        keep_freed_memory()  # each policy call re-faults its freed activations otherwise (as in train.py)
     policy_type = OmegaConf.select(cfg, "policy.name")
     policy = load_policy(pretrained, policy_type=policy_type)
     policy.to(device).eval()
