@@ -533,9 +533,10 @@ def test_unet_conv1d_inference_packs_large_weights_for_onednn():
     packed once, packed again after the weight changes, dropped in training mode; values as nn.Conv1d's."""
     from torch.nn import functional as F
 
-    from lerobot.common.policies.diffusion.unet import PACKED_MIN_WEIGHTS, Conv1d, onednn_linear
+    from lerobot.common.policies.diffusion.unet import PACKED_MIN_WEIGHTS, Conv1d
+    from lerobot.common.policies.onednn import packed_linear_available
 
-    if not onednn_linear():
+    if not packed_linear_available():
         pytest.skip("this torch has no oneDNN packed matrix product")
     torch.manual_seed(0)
     conv = Conv1d(512, 128, 5)

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lerobot.common.policies import onednn
+
 # Blocks per stage; both use the two-conv "basic" block.
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 RESNET_OUT_CHANNELS = 512
@@ -84,13 +86,17 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     (small images, deep layers: a 512x512x3x3 kernel on a 3x4 map) the frozen affine map is applied to the
     output instead, in one fused multiply-add."""
     if not isinstance(norm, FrozenBatchNorm2d):
-        return norm(conv(x))
+        if torch.is_grad_enabled():
+            return norm(conv(x))
+        return norm(
+            onednn.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        )
     if torch.is_grad_enabled() and conv.weight.requires_grad and conv.weight.numel() > _output_numel(conv, x):
         scale, shift = norm.scale_and_shift()
         return torch.addcmul(shift[:, None, None], conv(x), scale[:, None, None])
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     weight, bias = _folded_conv_params(conv, norm, channels_last)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return onednn.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _output_numel(conv: nn.Conv2d, x: Tensor) -> int:
@@ -314,7 +320,7 @@ def make_backbone(name: str, norm: str, pretrained_weights: str | Path | None = 
 
 
 def _check_crop(images: Tensor, size: tuple[int, int]) -> tuple[int, int]:
-    h, w = images.shape[-2:]
+    h, w = (int(n) for n in images.shape[-2:])  # plain ints while tracing too (see inference_trace.py)
     if size[0] > h or size[1] > w:
         raise ValueError(f"Crop size {tuple(size)} is larger than the images ({h}, {w}).")
     return h, w

@@ -220,10 +220,12 @@ class DiffusionModel(nn.Module):
             b, s = batch[cameras[0]].shape[:2]
             if self.config.use_separate_rgb_encoder_per_camera:
                 for key, encoder in zip(cameras, self.rgb_encoder):
-                    feats.append(encoder(batch[key].flatten(0, 1)).unflatten(0, (b, s)))  # (B, S, 2K)
+                    images = batch[key].flatten(0, 1)  # (B * S, C, H, W)
+                    encoded = inference_runner(encoder, (images,))(images)  # (B * S, 2K)
+                    feats.append(encoded.unflatten(0, (b, s)))  # (B, S, 2K)
             else:
-                images = torch.stack([batch[k] for k in cameras], dim=2)  # (B, S, N, C, H, W)
-                encoded = self.rgb_encoder(images.flatten(0, 2))  # (B * S * N, 2K)
+                images = torch.stack([batch[k] for k in cameras], dim=2).flatten(0, 2)  # (B * S * N, C, H, W)
+                encoded = inference_runner(self.rgb_encoder, (images,))(images)  # (B * S * N, 2K)
                 feats.append(encoded.reshape(b, s, -1))  # (B, S, N * 2K), cameras side by side
         if ENV_STATE in self.config.input_shapes:
             feats.append(batch[ENV_STATE])  # (B, S, E)

@@ -14,12 +14,13 @@ Parameter names follow the reference (`down_modules.0.0.conv1.block.0.weight`, `
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from lerobot.common.policies.onednn import packed_linear_available
 
 
 class DiffusionSinusoidalPosEmb(nn.Module):
@@ -67,7 +68,11 @@ class Conv1d(nn.Conv1d):
             amp_dtype = cpu_autocast_dtype()
             if amp_dtype is not None:
                 return self._product(x, self._prepared_weight(amp_dtype))
-            if x.dtype == torch.float32 and self.weight.numel() >= PACKED_MIN_WEIGHTS and onednn_linear():
+            if (
+                x.dtype == torch.float32
+                and self.weight.numel() >= PACKED_MIN_WEIGHTS
+                and packed_linear_available()
+            ):
                 return self._product(x, self._prepared_weight("packed"))
         if x.shape[0] * self.in_channels < 2048:
             return super().forward(x)
@@ -106,17 +111,6 @@ class Conv1d(nn.Conv1d):
 
 
 PACKED_MIN_WEIGHTS = 2**18  # below this (tiny U-Nets), the unfold costs more than the packed product saves
-
-
-@functools.cache
-def onednn_linear() -> bool:
-    """Whether this torch has oneDNN's packed matrix product (`mkldnn::_linear_pointwise`), checked once."""
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3), 1)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), packed, None, "none", [], "")
-        return bool(torch.equal(out, torch.full((1, 2), 3.0)))
-    except (AttributeError, RuntimeError):  # built without oneDNN, or the private op changed
-        return False
 
 
 def cpu_autocast_dtype() -> torch.dtype | None:
@@ -231,7 +225,7 @@ class DiffusionConditionalUnet1d(nn.Module):
         # Whether float32 CPU inference runs some layers with oneDNN-packed weights (see Conv1d). A TorchScript
         # recording cannot hold those, and a U-Net that large does not need one: Python's cost per layer is
         # small next to its products.
-        self.packs_weights = onednn_linear() and any(
+        self.packs_weights = packed_linear_available() and any(
             isinstance(m, Conv1d) and m.weight.numel() >= PACKED_MIN_WEIGHTS for m in self.modules()
         )
 
