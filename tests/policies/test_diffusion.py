@@ -513,10 +513,10 @@ def test_unet_conv1d_under_autocast_caches_its_low_precision_weight():
         expected = conv(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = conv(x)
-            cached = conv._prepared_weight(torch.bfloat16)
+            cached = conv._cast_weight(torch.bfloat16)
             assert out.dtype == torch.bfloat16 and cached.dtype == torch.bfloat16
             conv(x)
-            assert conv._prepared_weight(torch.bfloat16) is cached  # reused, not cast again
+            assert conv._cast_weight(torch.bfloat16) is cached  # reused, not cast again
         torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
         conv.weight.mul_(2)  # an optimiser step or load_state_dict changes the weight in place
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -533,10 +533,10 @@ def test_unet_conv1d_inference_packs_large_weights_for_onednn():
     packed once, packed again after the weight changes, dropped in training mode; values as nn.Conv1d's."""
     from torch.nn import functional as F
 
+    from lerobot.common.policies import onednn
     from lerobot.common.policies.diffusion.unet import PACKED_MIN_WEIGHTS, Conv1d
-    from lerobot.common.policies.onednn import packed_linear_available
 
-    if not packed_linear_available():
+    if not onednn.packed_linear_available():
         pytest.skip("this torch has no oneDNN packed matrix product")
     torch.manual_seed(0)
     conv = Conv1d(512, 128, 5)
@@ -546,16 +546,38 @@ def test_unet_conv1d_inference_packs_large_weights_for_onednn():
         torch.testing.assert_close(
             conv(x), F.conv1d(x, conv.weight, conv.bias, padding=2), rtol=1e-4, atol=1e-4
         )
-        packed = conv._prepared_weight("packed")
-        assert packed.is_mkldnn
+        packed = onednn._PACKED_LINEAR[conv.weight]
         conv(torch.randn(3, 512, 8))  # another batch size and length: the same packed weight
-        assert conv._prepared_weight("packed") is packed
+        assert onednn._PACKED_LINEAR[conv.weight] is packed
         conv.weight.mul_(2)
         torch.testing.assert_close(
             conv(x), F.conv1d(x, conv.weight, conv.bias, padding=2), rtol=1e-4, atol=1e-4
         )
-        assert conv._prepared_weight("packed") is not packed
+        assert onednn._PACKED_LINEAR[conv.weight] is not packed
     conv.train()
-    assert "_prepared" not in conv.__dict__
+    assert conv.weight not in onednn._PACKED_LINEAR
     conv(x).sum().backward()  # training: autograd through the plain weight
     assert conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("length", [1, 4, 7])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_unet_resampling_layers_equal_torch_in_inference(batch, length):
+    """Large down- and up-sampling layers run from packed weights in CPU inference (a matrix product, and an
+    overlap-add for the transposed convolution): same shapes and values as torch's layers, odd lengths too."""
+    from torch import nn
+
+    from lerobot.common.policies.diffusion.unet import PACKED_MIN_WEIGHTS, Downsample1d, Upsample1d
+
+    torch.manual_seed(0)
+    down, up = Downsample1d(512), Upsample1d(512)
+    assert min(down.weight.numel(), up.weight.numel()) >= PACKED_MIN_WEIGHTS
+    torch_down = nn.Conv1d(512, 512, 3, stride=2, padding=1)
+    torch_up = nn.ConvTranspose1d(512, 512, 4, stride=2, padding=1)
+    torch_down.load_state_dict(down.state_dict())
+    torch_up.load_state_dict(up.state_dict())
+    x = torch.randn(batch, 512, length)
+    with torch.no_grad():
+        torch.testing.assert_close(down(x), torch_down(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(up(x), torch_up(x), rtol=1e-4, atol=1e-5)
+    assert down(x).grad_fn is not None  # with autograd: torch's own layers

@@ -253,9 +253,7 @@ class DiffusionModel(nn.Module):
         sample = torch.randn(shape, generator=generator, device=global_cond.device, dtype=global_cond.dtype)
         self.noise_scheduler.set_timesteps(self.num_inference_steps)
         steps = torch.zeros(b, dtype=torch.long, device=sample.device)
-        unet = self.unet
-        if not (self.unet.packs_weights and sample.dtype == torch.float32):
-            unet = inference_runner(self.unet, (sample, steps, global_cond))  # same inputs at every step
+        unet = inference_runner(self.unet, (sample, steps, global_cond))  # same inputs at every step
         for t in self.noise_scheduler.timesteps:  # from the noisiest step down to 0
             steps = torch.full((b,), int(t), dtype=torch.long, device=sample.device)
             pred = unet(sample, steps, global_cond)

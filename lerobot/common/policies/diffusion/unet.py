@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies.onednn import packed_linear_available
+from lerobot.common.policies import onednn
 
 
 class DiffusionSinusoidalPosEmb(nn.Module):
@@ -48,10 +48,11 @@ class Conv1d(nn.Conv1d):
 
     Inference (no autograd) on CPU reuses a prepared copy of the weight, kept until the weight changes and
     dropped when the module goes back to training mode:
-    - in float32, for layers of at least PACKED_MIN_WEIGHTS weights, the weight laid out once for oneDNN's
-      matrix product. At batch 1 the products have 4-16 rows (B * T), where MKL's reads the weights at about
-      half the memory bandwidth and oneDNN's at nearly all of it: the default U-Net's denoising step takes
-      55 ms instead of 83 ms. The cost is a second copy of those weights (1 GB for the default U-Net).
+    - in float32, for layers of at least PACKED_MIN_WEIGHTS weights, the weight packed once for oneDNN's matrix
+      product (`onednn.linear`). At batch 1 the products have 4-16 rows (B * T), where MKL's reads the weights
+      at about half the memory bandwidth and oneDNN's at nearly all of it: the default U-Net's denoising step
+      takes 50 ms instead of 83 ms (with Downsample1d and Upsample1d, which do the same). The cost is a second
+      copy of those weights (1 GB for the default U-Net).
     - under CPU autocast (`use_amp`), every layer with a low-precision copy of the weight: autocast would cast
       the weights again at every denoising step (for the default U-Net, 1 GB of them), and oneDNN would re-lay
       them out, which together cost more than the low-precision products save."""
@@ -64,53 +65,102 @@ class Conv1d(nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T)
         if x.device.type != "cpu":
             return super().forward(x)
-        if not torch.is_grad_enabled():
-            amp_dtype = cpu_autocast_dtype()
-            if amp_dtype is not None:
-                return self._product(x, self._prepared_weight(amp_dtype))
-            if (
-                x.dtype == torch.float32
-                and self.weight.numel() >= PACKED_MIN_WEIGHTS
-                and packed_linear_available()
-            ):
-                return self._product(x, self._prepared_weight("packed"))
+        if _packed_inference(self, x):
+            return self._product(x, self.weight, packed=True)
+        if not torch.is_grad_enabled() and (amp_dtype := cpu_autocast_dtype()) is not None:
+            return self._product(x, self._cast_weight(amp_dtype))
         if x.shape[0] * self.in_channels < 2048:
             return super().forward(x)
-        return self._product(x, self.weight.reshape(self.out_channels, -1))
+        return self._product(x, self.weight)
 
-    def _product(self, x: Tensor, weight: Tensor) -> Tensor:
+    def _product(self, x: Tensor, weight: Tensor, packed: bool = False) -> Tensor:
         b, _, t = x.shape
         k = self.kernel_size[0]
         windows = F.pad(x, (k // 2, k // 2)).unfold(2, k, 1)  # (B, C_in, T, K)
         windows = windows.permute(0, 2, 1, 3).reshape(b * t, self.in_channels * k)  # (B * T, C_in * K)
-        if weight.is_mkldnn:  # packed for oneDNN: (C_out, C_in * K) in its own blocked layout
-            out = torch.ops.mkldnn._linear_pointwise(windows, weight, self.bias, "none", [], "")
-        elif self.bias is None:
-            out = windows @ weight.t()
+        if packed:  # the parameter itself: its packed copy is kept per tensor (onednn.py)
+            out = onednn.linear(windows, weight, self.bias)
         else:
-            out = torch.addmm(self.bias, windows, weight.t())
+            out = F.linear(windows, weight.reshape(self.out_channels, -1), self.bias)
         return out.reshape(b, t, self.out_channels).transpose(1, 2)  # (B, C_out, T)
 
-    def _prepared_weight(self, kind: torch.dtype | str) -> Tensor:
-        """The (C_out, C_in * K) weight cast to a dtype, or "packed" for oneDNN; made again if it changed."""
-        key = (self.weight.data_ptr(), self.weight._version, kind)
-        cached = self.__dict__.get("_prepared")
+    def _cast_weight(self, dtype: torch.dtype) -> Tensor:
+        """The weight cast to `dtype`, cast again only after the weight changed."""
+        key = (self.weight.data_ptr(), self.weight._version, dtype)
+        cached = self.__dict__.get("_cast")
         if cached is None or cached[0] != key:
-            weight = self.weight.detach().reshape(self.out_channels, -1)
-            if kind == "packed":
-                weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 16)  # rows: a hint
-            else:
-                weight = weight.to(kind)
-            cached = self.__dict__["_prepared"] = (key, weight)
+            cached = self.__dict__["_cast"] = (key, self.weight.detach().to(dtype))
         return cached[1]
 
     def train(self, mode: bool = True) -> Conv1d:
-        if mode:
-            self.__dict__.pop("_prepared", None)  # stale after the next optimiser step: free it now
+        if mode:  # prepared weights are stale after the next optimiser step: free them now
+            self.__dict__.pop("_cast", None)
+            onednn.release(self.weight)
         return super().train(mode)
 
 
 PACKED_MIN_WEIGHTS = 2**18  # below this (tiny U-Nets), the unfold costs more than the packed product saves
+
+
+def _packed_inference(layer: nn.Module, x: Tensor) -> bool:
+    """Whether `layer` runs from its oneDNN-packed weight: float32-capable CPU inference of a large layer."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and cpu_autocast_dtype() is None
+        and layer.weight.numel() >= PACKED_MIN_WEIGHTS
+    )
+
+
+class Downsample1d(nn.Conv1d):
+    """Halves the length: `nn.Conv1d(channels, channels, 3, stride=2, padding=1)`, which maps T to ceil(T / 2).
+    Large layers in CPU inference run as a matrix product with the packed weight, as Conv1d does."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, ceil(T / 2))
+        if not _packed_inference(self, x):
+            return super().forward(x)
+        b, c, _ = x.shape
+        windows = F.pad(x, (1, 1)).unfold(2, 3, 2)  # (B, C, T', 3): the stride-2 windows
+        t = windows.shape[2]
+        windows = windows.permute(0, 2, 1, 3).reshape(b * t, c * 3)  # (B * T', C * 3)
+        out = onednn.linear(windows, self.weight, self.bias)  # (B * T', C)
+        return out.reshape(b, t, c).transpose(1, 2)
+
+    def train(self, mode: bool = True) -> Downsample1d:
+        if mode:
+            onednn.release(self.weight)
+        return super().train(mode)
+
+
+class Upsample1d(nn.ConvTranspose1d):
+    """Doubles the length: `nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1)`. Large layers in CPU
+    inference run as one matrix product with the packed weight, then an overlap-add: input step t contributes
+    tap k to output 2t + k - 1, so output 2s gets taps 1 (from s) and 3 (from s - 1), output 2s + 1 taps 2
+    (from s) and 0 (from s + 1). torch's own transposed convolution is slow on CPU (8 GB/s of weights here)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 4, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, 2T)
+        if not _packed_inference(self, x):
+            return super().forward(x)
+        b, c, t = x.shape
+        taps = onednn.linear(x.transpose(1, 2).reshape(b * t, c), self.weight, None, transposed=True)
+        taps = taps.reshape(b, t, c, 4)  # (B, T, C_out, k)
+        even = taps[..., 1].clone()
+        even[:, 1:] += taps[:, :-1, :, 3]
+        odd = taps[..., 2].clone()
+        odd[:, :-1] += taps[:, 1:, :, 0]
+        out = torch.stack([even, odd], dim=2).reshape(b, 2 * t, c) + self.bias  # (B, 2T, C)
+        return out.transpose(1, 2)
+
+    def train(self, mode: bool = True) -> Upsample1d:
+        if mode:
+            onednn.release(self.weight)
+        return super().train(mode)
 
 
 def cpu_autocast_dtype() -> torch.dtype | None:
@@ -206,7 +256,7 @@ class DiffusionConditionalUnet1d(nn.Module):
         for i, (c_in, c_out) in enumerate(in_out):
             is_last = i == len(in_out) - 1
             # Halving the length: a stride-2 conv (kernel 3, padding 1) maps T to T / 2 for even T.
-            down = nn.Identity() if is_last else nn.Conv1d(c_out, c_out, 3, stride=2, padding=1)
+            down = nn.Identity() if is_last else Downsample1d(c_out)
             self.down_modules.append(nn.ModuleList([res_block(c_in, c_out), res_block(c_out, c_out), down]))
 
         self.mid_modules = nn.ModuleList([res_block(down_dims[-1], down_dims[-1]) for _ in range(2)])
@@ -215,18 +265,12 @@ class DiffusionConditionalUnet1d(nn.Module):
         # the same length (hence 2 * c_in channels) and doubles the length (kernel 4, stride 2, padding 1).
         self.up_modules = nn.ModuleList()
         for c_out, c_in in reversed(in_out[1:]):
-            up = nn.ConvTranspose1d(c_out, c_out, 4, stride=2, padding=1)
+            up = Upsample1d(c_out)
             self.up_modules.append(nn.ModuleList([res_block(2 * c_in, c_out), res_block(c_out, c_out), up]))
 
         self.final_conv = nn.Sequential(
             DiffusionConv1dBlock(down_dims[0], down_dims[0], kernel_size, n_groups),
             Conv1d(down_dims[0], action_dim, 1),
-        )
-        # Whether float32 CPU inference runs some layers with oneDNN-packed weights (see Conv1d). A TorchScript
-        # recording cannot hold those, and a U-Net that large does not need one: Python's cost per layer is
-        # small next to its products.
-        self.packs_weights = packed_linear_available() and any(
-            isinstance(m, Conv1d) and m.weight.numel() >= PACKED_MIN_WEIGHTS for m in self.modules()
         )
 
     def forward(self, x: Tensor, timestep: Tensor, global_cond: Tensor) -> Tensor:
