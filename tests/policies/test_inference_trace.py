@@ -162,3 +162,23 @@ def test_recordings_do_not_keep_modules_alive_or_follow_copies():
     del policy, twin
     gc.collect()
     assert model() is None  # so the weak-keyed entry of its recordings is gone too
+
+
+def test_a_unet_with_packed_layers_is_recorded_with_the_packing_operator():
+    """Large U-Net layers run from oneDNN-packed weights (onednn.py) through an operator that takes the live
+    weight, so the U-Net is recorded too, and replays with the module's outputs."""
+    from lerobot.common.policies import onednn
+    from lerobot.common.policies.diffusion.unet import DiffusionConditionalUnet1d
+
+    if not onednn.packed_linear_available():
+        pytest.skip("this torch has no oneDNN packed matrix product")
+    torch.manual_seed(0)
+    unet = DiffusionConditionalUnet1d(2, 6, (128, 256), 5, 8, 16, True).eval()  # 256x256x5: packed
+    x, steps, cond = torch.randn(1, 8, 2), torch.tensor([7]), torch.randn(1, 6)
+    with torch.no_grad():
+        expected = unet(x, steps, cond)
+        for _ in range(3):
+            out = inference_runner(unet, (x, steps, cond))(x, steps, cond)
+        (trace,) = traces_of(unet).values()
+        assert "lerobot::packed_linear" in str(trace.inlined_graph)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
