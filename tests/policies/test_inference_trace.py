@@ -31,8 +31,9 @@ def traced_module(policy: nn.Module) -> nn.Module:
     return policy.model if policy.name == "act" else policy.diffusion.unet
 
 
+@pytest.mark.parametrize("inference_mode", [False, True])  # control_robot.py runs policies in inference mode
 @pytest.mark.parametrize("name", ["act", "diffusion"])
-def test_policies_replay_recordings_with_the_modules_outputs(name, monkeypatch):
+def test_policies_replay_recordings_with_the_modules_outputs(name, inference_mode, monkeypatch):
     policy = tiny_policy(name)
     observations = [observation(make_batch(policy.config, seed=i), policy.config) for i in range(4)]
 
@@ -41,7 +42,8 @@ def test_policies_replay_recordings_with_the_modules_outputs(name, monkeypatch):
         for obs in observations:
             policy.reset()
             torch.manual_seed(1)  # Diffusion's initial noise
-            out.append(policy.select_action(obs))
+            with torch.inference_mode(inference_mode):
+                out.append(policy.select_action(obs))
         return out
 
     monkeypatch.setenv(inference_trace.ENV_SWITCH, "0")

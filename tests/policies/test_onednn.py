@@ -89,3 +89,13 @@ def test_a_trace_calls_the_operator_with_the_live_weight():
         assert "lerobot::packed_conv2d" in str(traced.graph)
         conv.weight.mul_(2)
         torch.testing.assert_close(traced(x), torch.relu(conv(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_inference_mode_weights_are_not_packed():
+    """Tensors made in inference mode have no version counter, so nothing could tell a packing is stale."""
+    with torch.inference_mode():
+        x, weight, rows = torch.randn(1, 4, 6, 6), torch.randn(8, 4, 3, 3), torch.randn(5, 144)
+        expected = F.conv2d(x, weight, None, 1, 1)
+        torch.testing.assert_close(onednn.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1), expected)
+        torch.testing.assert_close(onednn.linear(x.flatten(1), rows, None), x.flatten(1) @ rows.t())
+    assert packings(weight) == {} and rows not in onednn._PACKED_LINEAR

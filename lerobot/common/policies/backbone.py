@@ -122,13 +122,22 @@ def _folded_conv_params(
         cached = caches.get(channels_last)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
+    if not cacheable:
+        return _fold(conv, norm)
+    # Made outside inference mode (where select_action may run), so that they are ordinary tensors with version
+    # counters, which onednn.conv2d keys its packed copies on.
+    with torch.inference_mode(False), torch.no_grad():
+        weight, bias = _fold(conv, norm)
+        if channels_last:
+            weight = weight.contiguous(memory_format=torch.channels_last)
+    caches[channels_last] = (key, weight, bias)
+    return weight, bias
+
+
+def _fold(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
     scale, shift = norm.scale_and_shift()
     weight = conv.weight * scale[:, None, None, None]
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    if cacheable:
-        if channels_last:
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        caches[channels_last] = (key, weight, bias)
     return weight, bias
 
 

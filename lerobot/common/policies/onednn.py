@@ -64,6 +64,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, transposed: bool = Fa
         torch.is_grad_enabled()
         or x.device.type != "cpu"
         or x.dtype != torch.float32
+        or weight.is_inference()  # no version counter to tell when to pack again
         or not packed_linear_available()
     ):
         return F.linear(x, _as_rows(weight, transposed), bias)
@@ -96,6 +97,7 @@ def conv2d(
         or x.device.type != "cpu"
         or x.dtype != torch.float32
         or weight.dtype != torch.float32
+        or weight.is_inference()  # no version counter to tell when to pack again
         or not packed_conv_available()
     ):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
