@@ -1,6 +1,8 @@
 """oneDNN-packed convolution weights for float32 CPU inference (lerobot/common/policies/onednn.py)."""
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -99,3 +101,13 @@ def test_inference_mode_weights_are_not_packed():
         torch.testing.assert_close(onednn.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1), expected)
         torch.testing.assert_close(onednn.linear(x.flatten(1), rows, None), x.flatten(1) @ rows.t())
     assert packings(weight) == {} and rows not in onednn._PACKED_LINEAR
+
+
+def test_reloading_the_module_keeps_its_operators():
+    """Operator namespaces register once per process; a reload (as notebooks do) must neither fail nor drop them."""
+    code = (
+        "import gc, importlib; from lerobot.common.policies import onednn as o\n"
+        "for _ in range(2): importlib.reload(o); gc.collect()\n"
+        "assert o.packed_conv_available() and o.packed_linear_available()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

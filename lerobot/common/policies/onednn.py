@@ -142,11 +142,19 @@ def _packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None, transposed: b
 
 # A plain operator library (a CPU kernel, no autograd formula: only inference calls it). Its dispatch costs about
 # 2 us a call, against about 12 us for `torch.library.custom_op`'s.
-_LIBRARY = torch.library.Library("lerobot", "DEF")
-_LIBRARY.define(
-    "packed_conv2d(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, int groups)"
-    " -> Tensor"
-)
-_LIBRARY.impl("packed_conv2d", _packed_conv2d, "CPU")
-_LIBRARY.define("packed_linear(Tensor x, Tensor weight, Tensor? bias, bool transposed) -> Tensor")
-_LIBRARY.impl("packed_linear", _packed_linear, "CPU")
+def _register() -> torch.library.Library | None:
+    if hasattr(torch.ops.lerobot, "packed_conv2d"):  # registered by an earlier import (importlib.reload)
+        return None
+    library = torch.library.Library("lerobot", "FRAGMENT")
+    library.define(
+        "packed_conv2d(Tensor x, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
+        "int groups) -> Tensor"
+    )
+    library.impl("packed_conv2d", _packed_conv2d, "CPU")
+    library.define("packed_linear(Tensor x, Tensor weight, Tensor? bias, bool transposed) -> Tensor")
+    library.impl("packed_linear", _packed_linear, "CPU")
+    return library
+
+
+# Kept referenced: the registration lasts as long as this object (on importlib.reload, the existing one is kept).
+_LIBRARY = globals().get("_LIBRARY") or _register()
