@@ -17,8 +17,11 @@ A recording replays the operators of one run, so it is used only while nothing t
 A signature is recorded the second time it is asked for: one-off calls never pay for a recording, and the
 first call, run by the module, fills the module's own caches, which the recording then keeps. The recording
 is checked once against the module on the same inputs (outputs must be equal); if tracing fails or the
-outputs differ, that signature runs the module from then on, with a warning. Set the environment variable
-`LEROBOT_TRACE_INFERENCE=0` to always run the module.
+outputs differ, that signature runs the module from then on, with a warning. That check catches operators
+whose replay differs (random draws); it cannot catch a Python branch on tensor values, so only modules without
+such branches are recorded (ACT's model, Diffusion Policy's image encoder and U-Net; their tests compare the
+replays with the modules on fresh inputs). Set the environment variable `LEROBOT_TRACE_INFERENCE=0` to always run
+the module.
 
 Why TorchScript: it is the only recorder here that is both cheap to make (0.2 s for ACT's tiny model) and fast
 to replay. `torch.compile` took 32 s to compile the tiny U-Net and replays it at 0.68 ms a step, not 0.38.

@@ -3,7 +3,7 @@
 oneDNN runs a convolution or a matrix product with the weights in its own blocked layout. Given a plain torch
 weight it lays the weight out again at every call, which for a robot's single observation costs as much as
 the arithmetic: a 512x512x3x3 convolution on a 3x4 map takes 430 us from a plain weight and 320 us from a
-packed one, and a ResNet-18 encoder of two 40x40 images 8.1 ms against 6.0 ms. Packing once, and again only
+packed one, and a ResNet-18 encoder of two 40x40 images 8.1 ms against 6.5 ms. Packing once, and again only
 when the weight changes (its version counter moves with every in-place update), removes that cost.
 
 `conv2d` is `F.conv2d` with that cache when autograd is off. It runs through the custom operator
