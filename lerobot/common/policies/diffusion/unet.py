@@ -43,8 +43,10 @@ class Conv1d(nn.Conv1d):
     CPU when there is enough work: the input is unfolded into (B * T, C_in * K) windows and multiplied by the
     (C_out, C_in * K) weight. oneDNN re-lays the weight out on every call, which for the U-Net's wide layers
     costs more than the product: measured on 2 cores, a 2048-channel layer at batch 8 trains (forward and
-    backward) 3x faster this way and infers 3.6x faster. Same values up to float rounding, same parameters;
-    small inputs (batch 1 with fewer than 2048 channels) and other devices keep `nn.Conv1d`.
+    backward) 3x faster this way and infers 3.6x faster. Small layers train faster this way too (a 32-channel
+    layer at batch 8: 214 us against 274 us forward and backward; Diffusion tiny at batch 64: 442 -> 426 ms a
+    step). Same values up to float rounding, same parameters; small inference inputs (batch x channels below
+    2048, e.g. batch 1 below 2048 channels) and other devices keep `nn.Conv1d`.
 
     Inference (no autograd) on CPU reuses a prepared copy of the weight, kept until the weight changes and
     dropped when the module goes back to training mode:
@@ -69,8 +71,8 @@ class Conv1d(nn.Conv1d):
             return self._product(x, self.weight, packed=True)
         if not torch.is_grad_enabled() and (amp_dtype := cpu_autocast_dtype()) is not None:
             return self._product(x, self._cast_weight(amp_dtype))
-        if x.shape[0] * self.in_channels < 2048:
-            return super().forward(x)
+        if not torch.is_grad_enabled() and x.shape[0] * self.in_channels < 2048:
+            return super().forward(x)  # small inference inputs: torch's direct kernel is fastest at batch 1
         return self._product(x, self.weight)
 
     def _product(self, x: Tensor, weight: Tensor, packed: bool = False) -> Tensor:
