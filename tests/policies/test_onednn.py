@@ -111,3 +111,14 @@ def test_reloading_the_module_keeps_its_operators():
         "assert o.packed_conv_available() and o.packed_linear_available()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_switch_turns_packing_off(monkeypatch):
+    monkeypatch.setenv(onednn.ENV_SWITCH, "0")
+    x, weight, rows = torch.randn(1, 4, 6, 6), torch.randn(8, 4, 3, 3), torch.randn(5, 144)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            onednn.conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), 1), F.conv2d(x, weight, None, 1, 1)
+        )
+        torch.testing.assert_close(onednn.linear(x.flatten(1), rows, None), x.flatten(1) @ rows.t())
+    assert packings(weight) == {} and rows not in onednn._PACKED_LINEAR

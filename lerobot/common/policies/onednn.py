@@ -14,24 +14,32 @@ live beside the weight tensors, in a table keyed weakly by them, so they go when
 `linear` does the same for matrix products (`lerobot::packed_linear`). There the gain is memory bandwidth: with
 4-16 rows (a U-Net layer at batch 1), MKL's product reads the weights at about half the bandwidth that
 oneDNN's reaches from a packed weight. The ResNet backbones use `conv2d` (backbone.py), Diffusion Policy's U-Net
-`linear` for its wide layers (unet.py).
+`linear` for its wide layers (unet.py). `LEROBOT_ONEDNN_PACKING=0` makes both run torch's own operators.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
+ENV_SWITCH = (
+    "LEROBOT_ONEDNN_PACKING"  # "0" runs torch's own operators (to rule this module out when debugging)
+)
 MAX_PACKINGS_PER_WEIGHT = 4  # input shapes per weight; more start that weight's table over
 
 # weight tensor -> {(input shape, stride, padding, dilation, groups): (weight version, packed weight)}
 _PACKED_CONV: WeakIdKeyDictionary = WeakIdKeyDictionary()
 # weight tensor -> ((weight version, transposed), packed (N, K) weight)
 _PACKED_LINEAR: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def packing_enabled() -> bool:
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @functools.cache
@@ -65,6 +73,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, transposed: bool = Fa
         or x.device.type != "cpu"
         or x.dtype != torch.float32
         or weight.is_inference()  # no version counter to tell when to pack again
+        or not packing_enabled()
         or not packed_linear_available()
     ):
         return F.linear(x, _as_rows(weight, transposed), bias)
@@ -98,6 +107,7 @@ def conv2d(
         or x.dtype != torch.float32
         or weight.dtype != torch.float32
         or weight.is_inference()  # no version counter to tell when to pack again
+        or not packing_enabled()
         or not packed_conv_available()
     ):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
