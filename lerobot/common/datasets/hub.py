@@ -23,6 +23,7 @@ from packaging.version import Version
 from lerobot.common.datasets.errors import DatasetNotFoundError
 from lerobot.common.datasets.metadata import find_info_file, load_metadata
 from lerobot.common.datasets.utils import CODEBASE_VERSION, default_lerobot_home, validate_repo_id
+from lerobot.common.utils.utils import env_flag
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _VERSION_REF = re.compile(r"^v(\d+)\.(\d+)$")
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("HF_HUB_OFFLINE", default=False)
 
 
 def local_candidates(repo_id: str, root: str | Path | None) -> list[Path]:

@@ -85,9 +85,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     While training, folding costs a pass over the weights each way; where the weights outnumber the output
     (small images, deep layers: a 512x512x3x3 kernel on a 3x4 map) the frozen affine map is applied to the
     output instead, in one fused multiply-add."""
-    if not isinstance(norm, FrozenBatchNorm2d):
-        if torch.is_grad_enabled():
-            return norm(conv(x))
+    if not isinstance(norm, FrozenBatchNorm2d):  # onednn.conv2d is F.conv2d itself with autograd
         return norm(
             onednn.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         )

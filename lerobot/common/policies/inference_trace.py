@@ -31,7 +31,6 @@ torch 2.13 marks tracing deprecated; if a later torch drops it, recording fails 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 import weakref
 from collections.abc import Callable
@@ -41,6 +40,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lerobot.common.utils.utils import cpu_autocast_dtype, env_flag
 
 ENV_SWITCH = "LEROBOT_TRACE_INFERENCE"
 MAX_SIGNATURES = 8  # per module and parameter state; more distinct input shapes start the cache over
@@ -77,23 +78,12 @@ def inference_runner(module: nn.Module, args: tuple, method: str = "forward") ->
     return trace or eager
 
 
-def trace_enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def _replayable(module: nn.Module, args: tuple) -> bool:
-    if not trace_enabled() or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if not env_flag(ENV_SWITCH, default=True) or torch.is_grad_enabled():
         return False
-    if _cpu_autocast_enabled():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or cpu_autocast_dtype() is not None:
         return False
     return all(t.device.type == "cpu" for t in _tensors(args))
-
-
-def _cpu_autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
 
 
 def _signature(value: Any) -> tuple | None:

@@ -20,26 +20,22 @@ oneDNN's reaches from a packed weight. The ResNet backbones use `conv2d` (backbo
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.weak import WeakIdKeyDictionary
 
-ENV_SWITCH = (
-    "LEROBOT_ONEDNN_PACKING"  # "0" runs torch's own operators (to rule this module out when debugging)
-)
+from lerobot.common.utils.utils import env_flag
+
+# "0" runs torch's own operators (to rule this module out when debugging).
+ENV_SWITCH = "LEROBOT_ONEDNN_PACKING"
 MAX_PACKINGS_PER_WEIGHT = 4  # input shapes per weight; more start that weight's table over
 
 # weight tensor -> {(input shape, stride, padding, dilation, groups): (weight version, packed weight)}
 _PACKED_CONV: WeakIdKeyDictionary = WeakIdKeyDictionary()
 # weight tensor -> ((weight version, transposed), packed (N, K) weight)
 _PACKED_LINEAR: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
-def packing_enabled() -> bool:
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @functools.cache
@@ -68,16 +64,22 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, transposed: bool = Fa
     `weight.reshape(K, -1).T` (a transposed convolution's (C_in, C_out, k) weight); from a packed weight in
     float32 CPU inference. Pass the weight tensor itself (a parameter), not a view made per call: packings are
     kept per tensor object."""
-    if (
-        torch.is_grad_enabled()
-        or x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or weight.is_inference()  # no version counter to tell when to pack again
-        or not packing_enabled()
-        or not packed_linear_available()
-    ):
+    if not (_packable(x, weight) and packed_linear_available()):
         return F.linear(x, _as_rows(weight, transposed), bias)
     return torch.ops.lerobot.packed_linear(x, weight, bias, transposed)
+
+
+def _packable(x: Tensor, weight: Tensor) -> bool:
+    """Float32 CPU inference on a weight with a version counter (inference tensors have none, so nothing could
+    tell when to pack again), with packing not switched off."""
+    return (
+        not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not weight.is_inference()
+        and env_flag(ENV_SWITCH, default=True)
+    )
 
 
 def _as_rows(weight: Tensor, transposed: bool) -> Tensor:  # (N, K): one row per output feature
@@ -101,15 +103,7 @@ def conv2d(
     groups: int,
 ) -> Tensor:
     """`F.conv2d` (tuple arguments, as an nn.Conv2d holds them); from a packed weight in float32 CPU inference."""
-    if (
-        torch.is_grad_enabled()
-        or x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or weight.dtype != torch.float32
-        or weight.is_inference()  # no version counter to tell when to pack again
-        or not packing_enabled()
-        or not packed_conv_available()
-    ):
+    if not (_packable(x, weight) and packed_conv_available()):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     return torch.ops.lerobot.packed_conv2d(
         x, weight, bias, list(stride), list(padding), list(dilation), groups

@@ -44,6 +44,25 @@ def autocast(device: torch.device, enabled: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The dtype of the CPU autocast in effect, or None."""
+    try:
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except TypeError:  # torch < 2.4
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled else None
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (any case); `default` if unset or else."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 # glibc's mallopt parameters (malloc.h), and the values keep_freed_memory gives them.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4

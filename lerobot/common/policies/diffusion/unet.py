@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lerobot.common.policies import onednn
+from lerobot.common.utils.utils import cpu_autocast_dtype
 
 
 class DiffusionSinusoidalPosEmb(nn.Module):
@@ -38,7 +39,35 @@ class DiffusionSinusoidalPosEmb(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class Conv1d(nn.Conv1d):
+class _ReleasesPackedWeight:
+    """Frees the layer's oneDNN-packed weight (onednn.py) when it goes back to training mode: stale after the
+    next optimiser step, and for a large U-Net as big as its weights."""
+
+    def train(self, mode: bool = True) -> nn.Module:
+        if mode:
+            onednn.release(self.weight)
+        return super().train(mode)
+
+
+class _UnfoldedConv1d(_ReleasesPackedWeight, nn.Conv1d):
+    """An `nn.Conv1d` that can run as one matrix product: the padded input unfolded into (B * T', C_in * K)
+    windows (T' = the output length) times the (C_out, C_in * K) weight."""
+
+    def _product(self, x: Tensor, weight: Tensor | None = None, packed: bool = False) -> Tensor:
+        """(B, C_in, T) -> (B, C_out, T'); `weight` defaults to the layer's; `packed` uses its packed copy."""
+        k, stride, pad = self.kernel_size[0], self.stride[0], self.padding[0]
+        windows = F.pad(x, (pad, pad)).unfold(2, k, stride)  # (B, C_in, T', K)
+        b, _, t, _ = windows.shape
+        windows = windows.permute(0, 2, 1, 3).reshape(b * t, self.in_channels * k)  # (B * T', C_in * K)
+        if packed:  # the parameter itself: its packed copy is kept per tensor (onednn.py)
+            out = onednn.linear(windows, self.weight, self.bias)
+        else:
+            weight = self.weight if weight is None else weight
+            out = F.linear(windows, weight.reshape(self.out_channels, -1), self.bias)
+        return out.reshape(b, t, self.out_channels).transpose(1, 2)  # (B, C_out, T')
+
+
+class Conv1d(_UnfoldedConv1d):
     """A length-preserving `nn.Conv1d` (stride 1, padding kernel_size // 2) that runs as one matrix product on
     CPU when there is enough work: the input is unfolded into (B * T, C_in * K) windows and multiplied by the
     (C_out, C_in * K) weight. oneDNN re-lays the weight out on every call, which for the U-Net's wide layers
@@ -68,23 +97,12 @@ class Conv1d(nn.Conv1d):
         if x.device.type != "cpu":
             return super().forward(x)
         if _packed_inference(self, x):
-            return self._product(x, self.weight, packed=True)
+            return self._product(x, packed=True)
         if not torch.is_grad_enabled() and (amp_dtype := cpu_autocast_dtype()) is not None:
             return self._product(x, self._cast_weight(amp_dtype))
         if not torch.is_grad_enabled() and x.shape[0] * self.in_channels < 2048:
             return super().forward(x)  # small inference inputs: torch's direct kernel is fastest at batch 1
-        return self._product(x, self.weight)
-
-    def _product(self, x: Tensor, weight: Tensor, packed: bool = False) -> Tensor:
-        b, _, t = x.shape
-        k = self.kernel_size[0]
-        windows = F.pad(x, (k // 2, k // 2)).unfold(2, k, 1)  # (B, C_in, T, K)
-        windows = windows.permute(0, 2, 1, 3).reshape(b * t, self.in_channels * k)  # (B * T, C_in * K)
-        if packed:  # the parameter itself: its packed copy is kept per tensor (onednn.py)
-            out = onednn.linear(windows, weight, self.bias)
-        else:
-            out = F.linear(windows, weight.reshape(self.out_channels, -1), self.bias)
-        return out.reshape(b, t, self.out_channels).transpose(1, 2)  # (B, C_out, T)
+        return self._product(x)
 
     def _cast_weight(self, dtype: torch.dtype) -> Tensor:
         """The weight cast to `dtype`, cast again only after the weight changed."""
@@ -95,9 +113,8 @@ class Conv1d(nn.Conv1d):
         return cached[1]
 
     def train(self, mode: bool = True) -> Conv1d:
-        if mode:  # prepared weights are stale after the next optimiser step: free them now
+        if mode:  # stale after the next optimiser step: free it now
             self.__dict__.pop("_cast", None)
-            onednn.release(self.weight)
         return super().train(mode)
 
 
@@ -114,7 +131,7 @@ def _packed_inference(layer: nn.Module, x: Tensor) -> bool:
     )
 
 
-class Downsample1d(nn.Conv1d):
+class Downsample1d(_UnfoldedConv1d):
     """Halves the length: `nn.Conv1d(channels, channels, 3, stride=2, padding=1)`, which maps T to ceil(T / 2).
     Large layers in CPU inference run as a matrix product with the packed weight, as Conv1d does."""
 
@@ -124,20 +141,10 @@ class Downsample1d(nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, ceil(T / 2))
         if not _packed_inference(self, x):
             return super().forward(x)
-        b, c, _ = x.shape
-        windows = F.pad(x, (1, 1)).unfold(2, 3, 2)  # (B, C, T', 3): the stride-2 windows
-        t = windows.shape[2]
-        windows = windows.permute(0, 2, 1, 3).reshape(b * t, c * 3)  # (B * T', C * 3)
-        out = onednn.linear(windows, self.weight, self.bias)  # (B * T', C)
-        return out.reshape(b, t, c).transpose(1, 2)
-
-    def train(self, mode: bool = True) -> Downsample1d:
-        if mode:
-            onednn.release(self.weight)
-        return super().train(mode)
+        return self._product(x, packed=True)
 
 
-class Upsample1d(nn.ConvTranspose1d):
+class Upsample1d(_ReleasesPackedWeight, nn.ConvTranspose1d):
     """Doubles the length: `nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1)`. Large layers in CPU
     inference run as one matrix product with the packed weight, then an overlap-add: input step t contributes
     tap k to output 2t + k - 1, so output 2s gets taps 1 (from s) and 3 (from s - 1), output 2s + 1 taps 2
@@ -158,20 +165,6 @@ class Upsample1d(nn.ConvTranspose1d):
         odd[:, :-1] += taps[:, 1:, :, 0]
         out = torch.stack([even, odd], dim=2).reshape(b, 2 * t, c) + self.bias  # (B, 2T, C)
         return out.transpose(1, 2)
-
-    def train(self, mode: bool = True) -> Upsample1d:
-        if mode:
-            onednn.release(self.weight)
-        return super().train(mode)
-
-
-def cpu_autocast_dtype() -> torch.dtype | None:
-    """The dtype of the CPU autocast in effect, or None."""
-    try:
-        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except TypeError:  # torch < 2.4
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    return dtype if enabled else None
 
 
 class DiffusionConv1dBlock(nn.Module):
