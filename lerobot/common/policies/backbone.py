@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lerobot.common.policies import onednn
+from lerobot.common.policies import tap_conv
 
 # Blocks per stage; both use the two-conv "basic" block.
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -85,16 +85,22 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     While training, folding costs a pass over the weights each way; where the weights outnumber the output
     (small images, deep layers: a 512x512x3x3 kernel on a 3x4 map) the frozen affine map is applied to the
     output instead, in one fused multiply-add."""
-    if not isinstance(norm, FrozenBatchNorm2d):  # onednn.conv2d is F.conv2d itself with autograd
-        return norm(
-            onednn.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        )
+    if not isinstance(norm, FrozenBatchNorm2d):
+        return norm(_conv2d(conv, x, conv.weight, conv.bias))
     if torch.is_grad_enabled() and conv.weight.requires_grad and conv.weight.numel() > _output_numel(conv, x):
         scale, shift = norm.scale_and_shift()
-        return torch.addcmul(shift[:, None, None], conv(x), scale[:, None, None])
+        return torch.addcmul(
+            shift[:, None, None], _conv2d(conv, x, conv.weight, conv.bias), scale[:, None, None]
+        )
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     weight, bias = _folded_conv_params(conv, norm, channels_last)
-    return onednn.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return _conv2d(conv, x, weight, bias)
+
+
+def _conv2d(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    # `conv`'s geometry with the given weights. tap_conv.conv2d is F.conv2d, with tap-by-tap gradients for small
+    # maps while training and packed weights for inference (onednn.conv2d).
+    return tap_conv.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _output_numel(conv: nn.Conv2d, x: Tensor) -> int:
