@@ -19,10 +19,14 @@ GEOMETRIES = [
 ]
 
 
+@pytest.mark.parametrize("weight_grad", ["unfolded", "by_taps"])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_tap_gradients_equal_the_convolution_gradients(geometry, with_bias, channels_last):
+def test_gradients_equal_the_convolution_gradients(
+    geometry, with_bias, channels_last, weight_grad, monkeypatch
+):
+    monkeypatch.setattr(tap_conv, "TAP_MIN_ROWS", 0 if weight_grad == "by_taps" else 10**9)
     batch, c_in, h, w, c_out, kernel, stride, padding = geometry
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, c_in, h, w, generator=g, dtype=torch.float64)
@@ -56,7 +60,7 @@ def test_only_training_convolutions_on_small_wide_maps_take_the_tap_path():
     small = torch.randn(64, 256, 2, 2)  # 64 x 4 = 256 rows of the per-tap products
     assert _grad_fn_name(small, weight) == "_TapGradConv2dBackward"
     assert _grad_fn_name(torch.randn(64, 256, 8, 8), weight) != "_TapGradConv2dBackward"  # large map
-    assert _grad_fn_name(torch.randn(8, 256, 2, 2), weight) != "_TapGradConv2dBackward"  # too few rows
+    assert _grad_fn_name(torch.randn(2, 256, 2, 2), weight) == "_TapGradConv2dBackward"  # any batch
     narrow = torch.randn(8, 128, 3, 3, requires_grad=True)
     assert _grad_fn_name(torch.randn(64, 128, 2, 2), narrow) != "_TapGradConv2dBackward"  # few channels
     assert _grad_fn_name(small, weight.detach()) == "none"  # frozen weights: nothing to compute by taps
@@ -66,12 +70,13 @@ def test_only_training_convolutions_on_small_wide_maps_take_the_tap_path():
         assert _grad_fn_name(small, weight) != "_TapGradConv2dBackward"
 
 
+@pytest.mark.parametrize("batch", [4, 64])  # weight gradients unfolded / by taps in layer4
 @pytest.mark.parametrize("norm", ["group_norm", "frozen_batch_norm"])
-def test_resnet_trains_the_same_with_tap_gradients(norm, monkeypatch):
-    # 40x40 images: layer3 ends on 3x3 maps and layer4 on 2x2 maps, which take the tap path at this batch.
+def test_resnet_trains_the_same_with_small_map_gradients(norm, batch, monkeypatch):
+    # 40x40 images: layer3 ends on 3x3 maps and layer4 on 2x2 maps, which take this module's path.
     torch.manual_seed(0)
     model = ResNet("resnet18", norm=norm).train()
-    images = torch.rand(64, 3, 40, 40)
+    images = torch.rand(batch, 3, 40, 40)
 
     def gradients():
         model.zero_grad(set_to_none=True)

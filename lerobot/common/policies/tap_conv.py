@@ -1,25 +1,31 @@
-"""Training convolutions on small feature maps: gradients computed kernel tap by kernel tap.
+"""Training convolutions on small feature maps: weight gradients as plain matrix products.
 
 On CPU, oneDNN's weight gradient for a wide convolution on a small map is several times slower than its forward
-pass: a 512x512x3x3 kernel on 2x2 maps at batch 128 takes 7.5 ms forward and 33 ms for the weight gradient, on a
-3x4 map at batch 16 10 ms against 3 ms for the forward pass. The last ResNet stage of a 40x40 crop (2x2 maps) or
-of a 96x128 image (3x4 maps) is such a layer.
+pass: a 512x512x3x3 kernel on 2x2 maps takes 7.5 ms forward and 33 ms for the weight gradient at batch 128, and
+1.4 ms against 9 ms at batch 16. The last ResNet stage of a 40x40 crop (2x2 maps) or of a 96x128 image (3x4
+maps) is such a layer. Here the weight gradient is one or a few matrix products instead, in one of two ways,
+chosen by M = batch x output pixels:
 
-A convolution is a sum over its kernel taps of 1x1 convolutions of the shifted input. For one tap (ki, kj), the
-output pixels whose shifted input pixel lies inside the map (the others only see zero padding) form a rectangle,
-and the weight gradient of that tap is one matrix product:
+* **Few rows (M < TAP_MIN_ROWS): unfolded.** dW (C_out, C_in*kh*kw) = dY (C_out, M) @ cols (M, C_in*kh*kw),
+  with `cols` the unfolded input patches (zero where a patch overlaps the padding). One product, whose result
+  is already in the weight's layout: 1.6 ms for the layer above at batch 16.
+* **Many rows: kernel tap by kernel tap.** A convolution is a sum over its kernel taps of 1x1 convolutions of
+  the shifted input. For tap (ki, kj), the output pixels whose shifted input pixel lies inside the map (the
+  others only see zero padding) form a rectangle, and
 
-    dW[:, :, ki, kj] = dY_tap (C_out, M) @ X_tap (M, C_in),   M = batch x the rectangle's pixels,
+      dW[:, :, ki, kj] = dY_tap (C_out, M_tap) @ X_tap (M_tap, C_in),   M_tap = batch x the rectangle's pixels,
 
-with X_tap and dY_tap the input and output gradient restricted to the rectangle, pixels by rows (channels-last).
-This skips the padding's share of the work (5/9 on a 2x2 map) and runs at the matrix product's speed: 4.6 ms
-for the layer above, 2.9 ms for the 3x4 one. On maps of 6x8 and more both ways take the same time, and on
-larger maps or with fewer channels oneDNN is faster, so only convolutions with at most MAX_OUTPUT_PIXELS output
-pixels and at least MIN_IN_CHANNELS input channels take this path.
+  with X_tap and dY_tap the input and output gradient restricted to the rectangle. This skips the padding's share
+  of the arithmetic (5/9 on a 2x2 map): 4.6 ms for the layer above at batch 128. With few rows the nine small
+  products and their strided writes cost more than the unfolded product's extra arithmetic.
 
-The input gradient of a strided convolution is slow in oneDNN in the same way (12 ms against 5 ms tap by tap
-for 256->512 channels, 3x3 -> 2x2, batch 128) and is computed tap by tap too: dX_tap += dY_tap @ W_tap. For
-stride 1, oneDNN's input gradient is as fast or faster and is kept. The forward pass is always oneDNN's.
+On maps of 6x8 and more both ways take about as long as oneDNN, and on larger maps or with fewer channels oneDNN
+is faster, so only convolutions with at most MAX_OUTPUT_PIXELS output pixels and at least MIN_IN_CHANNELS input
+channels take this path.
+
+The input gradient of a strided convolution is slow in oneDNN in the same way (12 ms against 5 ms tap by tap for
+256->512 channels, 3x3 -> 2x2, batch 128) and is computed tap by tap too: dX_tap += dY_tap @ W_tap. For stride
+1, oneDNN's input gradient is as fast or faster and is kept. The forward pass is always oneDNN's.
 
 Only training takes this path (autograd recording, weight requiring a gradient, float32 on CPU, no autocast);
 the result is the same convolution, to float rounding.
@@ -39,7 +45,7 @@ from lerobot.common.utils.utils import cpu_autocast_dtype
 
 MAX_OUTPUT_PIXELS = 16  # output map of at most 4x4 (3x4, 2x2, ...)
 MIN_IN_CHANNELS = 256
-MIN_ROWS = 256  # batch x output pixels: below, the per-tap products are too small to beat oneDNN
+TAP_MIN_ROWS = 256  # batch x output pixels from which the weight gradient is taken tap by tap (else unfolded)
 
 
 def conv2d(
@@ -51,8 +57,8 @@ def conv2d(
     dilation: tuple[int, ...],
     groups: int,
 ) -> Tensor:
-    """`F.conv2d` (tuple arguments, as an nn.Conv2d holds them), with tap-by-tap gradients on small maps while
-    training on CPU, and packed weights in float32 CPU inference (onednn.conv2d)."""
+    """`F.conv2d` (tuple arguments, as an nn.Conv2d holds them), with matrix-product gradients on small maps
+    while training on CPU, and packed weights in float32 CPU inference (onednn.conv2d)."""
     if _use_taps(x, weight, stride, padding, dilation, groups):
         return _TapGradConv2d.apply(x, weight, bias, tuple(stride), tuple(padding))
     return onednn.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -77,7 +83,7 @@ def _use_taps(
     out_h, out_w = (
         (n + 2 * p - k) // s + 1 for n, k, s, p in zip(x.shape[-2:], weight.shape[-2:], stride, padding)
     )
-    return out_h * out_w <= MAX_OUTPUT_PIXELS and x.shape[0] * out_h * out_w >= MIN_ROWS
+    return out_h * out_w <= MAX_OUTPUT_PIXELS
 
 
 @functools.lru_cache(maxsize=256)
@@ -107,7 +113,8 @@ def _taps(
 
 
 class _TapGradConv2d(torch.autograd.Function):
-    """oneDNN's convolution forward; weight gradient (and, for strided convolutions, input gradient) tap by tap."""
+    """oneDNN's convolution forward; weight gradient unfolded or tap by tap, input gradient of strided convolutions
+    tap by tap."""
 
     @staticmethod
     def forward(
@@ -129,21 +136,20 @@ class _TapGradConv2d(torch.autograd.Function):
         batch, c_in, height, width = x.shape
         c_out, _, kh, kw = weight.shape
         taps = _taps((height, width), (kh, kw), ctx.stride, ctx.padding)
-        grad_rows = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, H_out, W_out, C_out)
-        grad_x = grad_weight = grad_bias = None
+        by_taps = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3] >= TAP_MIN_ROWS
+        strided = ctx.stride != (1, 1)
+        grad_x = grad_weight = grad_bias = grad_rows = None
+        if (ctx.needs_input_grad[1] and by_taps) or (ctx.needs_input_grad[0] and strided):
+            grad_rows = grad_out.permute(0, 2, 3, 1).contiguous()  # (B, H_out, W_out, C_out), pixels by rows
 
         if ctx.needs_input_grad[1]:
-            x_rows = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in): free if x is channels-last
-            # Written in the weight's own layout, so that autograd keeps this tensor as `.grad` instead of copying.
-            grad_weight = x.new_empty(c_out, c_in, kh, kw)
-            if len(taps) < kh * kw:  # a tap that never meets the map has no gradient
-                grad_weight.zero_()
-            for ki, kj, out_r, out_c, in_r, in_c in taps:
-                dy = grad_rows[:, out_r, out_c].reshape(-1, c_out)  # (M, C_out)
-                grad_weight[:, :, ki, kj] = dy.t() @ x_rows[:, in_r, in_c].reshape(-1, c_in)
+            if by_taps:
+                grad_weight = _weight_grad_by_taps(x, grad_rows, weight.shape, taps)
+            else:
+                grad_weight = _weight_grad_unfolded(x, grad_out, weight.shape, ctx.stride, ctx.padding)
 
         if ctx.needs_input_grad[0]:
-            if ctx.stride == (1, 1):
+            if not strided:
                 grad_x = torch.ops.aten.convolution_backward(
                     grad_out, x, weight, None, ctx.stride, ctx.padding, [1, 1], False, [0, 0], 1,
                     [True, False, False],
@@ -162,6 +168,38 @@ class _TapGradConv2d(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None, None
+
+
+def _weight_grad_unfolded(
+    x: Tensor,  # (B, C_in, H, W)
+    grad_out: Tensor,  # (B, C_out, H_out, W_out)
+    weight_shape: torch.Size,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Tensor:  # (C_out, C_in, kh, kw)
+    c_out = weight_shape[0]
+    cols = F.unfold(x, weight_shape[-2:], padding=padding, stride=stride)  # (B, C_in*kh*kw, L)
+    cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)  # (C_in*kh*kw, B*L)
+    dy = grad_out.reshape(grad_out.shape[0], c_out, -1).transpose(0, 1).reshape(c_out, -1)  # (C_out, B*L)
+    return torch.mm(dy, cols.t()).view(weight_shape)
+
+
+def _weight_grad_by_taps(
+    x: Tensor,  # (B, C_in, H, W)
+    grad_rows: Tensor,  # (B, H_out, W_out, C_out)
+    weight_shape: torch.Size,
+    taps: tuple[tuple[int, int, slice, slice, slice, slice], ...],
+) -> Tensor:  # (C_out, C_in, kh, kw)
+    c_out, c_in, kh, kw = weight_shape
+    x_rows = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, C_in): free if x is channels-last
+    # Written in the weight's own layout, so that autograd keeps this tensor as `.grad` instead of copying.
+    grad_weight = x.new_empty(c_out, c_in, kh, kw)
+    if len(taps) < kh * kw:  # a tap that never meets the map has no gradient
+        grad_weight.zero_()
+    for ki, kj, out_r, out_c, in_r, in_c in taps:
+        dy = grad_rows[:, out_r, out_c].reshape(-1, c_out)  # (M_tap, C_out)
+        grad_weight[:, :, ki, kj] = dy.t() @ x_rows[:, in_r, in_c].reshape(-1, c_in)
+    return grad_weight
 
 
 def _is_channels_last(x: Tensor) -> bool:
