@@ -333,6 +333,47 @@ def test_iter_video_frames_matches_decode(coded_videos):
     assert all(np.array_equal(img, d.permute(1, 2, 0).numpy()) for (_, img), d in zip(got, direct))
 
 
+@pytest.mark.parametrize("codec", CODECS)
+def test_iter_video_frames_channels_first_equals_the_packed_frames(coded_videos, codec):
+    # Channel-first frames come from swscale's planar RGB output; they must equal the packed ones transposed.
+    path = coded_videos[codec]
+    packed = list(iter_video_frames(path))
+    planar = list(iter_video_frames(path, channels_first=True))
+    assert [t for t, _ in planar] == [t for t, _ in packed]
+    for (_, hwc), (_, chw) in zip(packed, planar):
+        assert chw.shape == (3, *hwc.shape[:2]) and chw.flags["C_CONTIGUOUS"]
+        assert np.array_equal(chw, hwc.transpose(2, 0, 1))
+
+
+def test_iter_video_frames_falls_back_when_planar_output_differs(coded_videos, monkeypatch):
+    from lerobot.common.datasets import video_decoding
+
+    planes = video_decoding.frame_to_rgb_planes
+    calls = []
+
+    def off_by_one(frame, reformatter):
+        calls.append(1)
+        return planes(frame, reformatter) ^ np.uint8(1)
+
+    monkeypatch.setattr(video_decoding, "frame_to_rgb_planes", off_by_one)
+    path = coded_videos["libx264"]
+    packed = list(iter_video_frames(path))
+    planar = list(iter_video_frames(path, channels_first=True))
+    assert len(calls) == 1  # checked on the first frame only, then the packed conversion throughout
+    assert all(np.array_equal(chw, hwc.transpose(2, 0, 1)) for (_, hwc), (_, chw) in zip(packed, planar))
+
+
+@pytest.mark.skipif(not V13.is_dir(), reason="shared data absent")
+def test_iter_video_frames_channels_first_on_real_videos():
+    videos = sorted(V13.glob("datasets/*/videos/*.mp4"))[:10] + ([G1_VIDEO] if G1_VIDEO.exists() else [])
+    assert videos
+    for path in videos:
+        packed = [f for _, f in zip(range(20), iter_video_frames(path))]
+        planar = [f for _, f in zip(range(20), iter_video_frames(path, channels_first=True))]
+        for (_, hwc), (_, chw) in zip(packed, planar):
+            assert np.array_equal(chw, hwc.transpose(2, 0, 1)), path
+
+
 # ------------------------------------------------------------------------------------ golden references
 
 GOLDEN = [

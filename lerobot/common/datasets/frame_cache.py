@@ -335,12 +335,14 @@ class DecodedFrameCache:
         shape: tuple[int, ...] | None = None
         try:
             with atomic_path(frames_path) as tmp, open(tmp, "wb") as f:
-                for ts, rgb in iter_video_frames(video_path, start_ts=max(0.0, start), end_ts=hi):
+                frames = iter_video_frames(
+                    video_path, start_ts=max(0.0, start), end_ts=hi, channels_first=True
+                )
+                for ts, chw in frames:
                     if ts >= hi:
                         break
                     if ts <= lo:
                         continue
-                    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))
                     shape = shape or chw.shape
                     f.write(memoryview(chw).cast("B"))
                     timestamps.append(ts)

@@ -134,6 +134,18 @@ def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = No
     return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
+def frame_to_rgb_planes(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
+    """3xHxW uint8 RGB: `frame_to_rgb` channel-first, converted by swscale to planar RGB (its GBR planes) instead
+    of packed RGB then transposed, 0.25-0.4 ms against 0.6-0.7 ms for a 640x480 frame. swscale's planar and packed
+    outputs share its conversion; `iter_video_frames` still checks them equal on each video's first frame."""
+    planar = reformatter.reformat(frame, format="gbrp")
+    height, width = planar.height, planar.width
+    out = np.empty((3, height, width), dtype=np.uint8)
+    for channel, plane in zip(out, (planar.planes[2], planar.planes[0], planar.planes[1])):  # R, G, B
+        channel[...] = np.frombuffer(plane, dtype=np.uint8).reshape(height, plane.line_size)[:, :width]
+    return out
+
+
 def rgb_frames_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack HxWx3 images into a contiguous (N, 3, H, W) uint8 tensor.
 
@@ -396,9 +408,13 @@ def decode_video_frames(
 
 
 def iter_video_frames(
-    video_path: str | os.PathLike, start_ts: float = 0.0, end_ts: float | None = None
+    video_path: str | os.PathLike,
+    start_ts: float = 0.0,
+    end_ts: float | None = None,
+    channels_first: bool = False,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode sequentially (one seek, then no more) and yield (timestamp, HxWx3 uint8 RGB) per frame.
+    """Decode sequentially (one seek, then no more) and yield (timestamp, HxWx3 uint8 RGB) per frame, or
+    3xHxW with `channels_first`.
 
     Starts at the keyframe at or before `start_ts` (so the first frames may precede it) and stops after the
     first frame at or past `end_ts`. Pixels are identical to `decode_video_frames`'s. Uses its own demuxer, with
@@ -407,9 +423,20 @@ def iter_video_frames(
     video_path = Path(video_path)
     st = _stat_video(video_path)
     reader = _VideoReader(video_path, (st.st_mtime_ns, st.st_size), sequential=True)
+    planar: bool | None = None  # channel-first straight from swscale: decided on the first frame
     try:
         for ts, frame in reader.iter_frames(start_ts):
-            yield ts, frame_to_rgb(frame, reformatter=reader.reformatter)
+            if not channels_first:
+                yield ts, frame_to_rgb(frame, reformatter=reader.reformatter)
+            elif planar is False:
+                yield ts, np.ascontiguousarray(frame_to_rgb(frame, reader.reformatter).transpose(2, 0, 1))
+            else:
+                chw = frame_to_rgb_planes(frame, reader.reformatter)
+                if planar is None:  # first frame: swscale's planar output must equal the packed one
+                    packed = np.ascontiguousarray(frame_to_rgb(frame).transpose(2, 0, 1))
+                    planar = bool(np.array_equal(chw, packed))
+                    chw = chw if planar else packed
+                yield ts, chw
             if end_ts is not None and ts >= end_ts:
                 break
     except av.FFmpegError as e:
