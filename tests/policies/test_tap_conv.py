@@ -40,7 +40,7 @@ def test_gradients_equal_the_convolution_gradients(
     expected = F.conv2d(x, weight, bias, stride, padding)
     grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
     expected_grads = torch.autograd.grad(expected, inputs, grad_out)
-    out = tap_conv._TapGradConv2d.apply(x, weight, bias, stride, padding)
+    out = tap_conv._SmallMapConv2d.apply(x, weight, bias, stride, padding)
     grads = torch.autograd.grad(out, inputs, grad_out)
 
     torch.testing.assert_close(out, expected)
@@ -55,19 +55,19 @@ def _grad_fn_name(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1)) -> str:
     return type(out.grad_fn).__name__ if out.grad_fn is not None else "none"
 
 
-def test_only_training_convolutions_on_small_wide_maps_take_the_tap_path():
+def test_only_training_convolutions_on_small_wide_maps_take_this_path():
     weight = torch.randn(8, 256, 3, 3, requires_grad=True)
     small = torch.randn(64, 256, 2, 2)  # 64 x 4 = 256 rows of the per-tap products
-    assert _grad_fn_name(small, weight) == "_TapGradConv2dBackward"
-    assert _grad_fn_name(torch.randn(64, 256, 8, 8), weight) != "_TapGradConv2dBackward"  # large map
-    assert _grad_fn_name(torch.randn(2, 256, 2, 2), weight) == "_TapGradConv2dBackward"  # any batch
+    assert _grad_fn_name(small, weight) == "_SmallMapConv2dBackward"
+    assert _grad_fn_name(torch.randn(64, 256, 8, 8), weight) != "_SmallMapConv2dBackward"  # large map
+    assert _grad_fn_name(torch.randn(2, 256, 2, 2), weight) == "_SmallMapConv2dBackward"  # any batch
     narrow = torch.randn(8, 128, 3, 3, requires_grad=True)
-    assert _grad_fn_name(torch.randn(64, 128, 2, 2), narrow) != "_TapGradConv2dBackward"  # few channels
+    assert _grad_fn_name(torch.randn(64, 128, 2, 2), narrow) != "_SmallMapConv2dBackward"  # few channels
     assert _grad_fn_name(small, weight.detach()) == "none"  # frozen weights: nothing to compute by taps
     with torch.no_grad():
         assert _grad_fn_name(small, weight) == "none"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert _grad_fn_name(small, weight) != "_TapGradConv2dBackward"
+        assert _grad_fn_name(small, weight) != "_SmallMapConv2dBackward"
 
 
 @pytest.mark.parametrize("batch", [4, 64])  # weight gradients unfolded / by taps in layer4
@@ -84,8 +84,8 @@ def test_resnet_trains_the_same_with_small_map_gradients(norm, batch, monkeypatc
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     calls = []
-    apply = tap_conv._TapGradConv2d.apply
-    monkeypatch.setattr(tap_conv._TapGradConv2d, "apply", lambda *args: calls.append(1) or apply(*args))
+    apply = tap_conv._SmallMapConv2d.apply
+    monkeypatch.setattr(tap_conv._SmallMapConv2d, "apply", lambda *args: calls.append(1) or apply(*args))
     with_taps = gradients()
     assert len(calls) == 8  # layer3's three 256-channel convolutions on 3x3 maps, all five of layer4
     monkeypatch.setattr(tap_conv, "MAX_OUTPUT_PIXELS", 0)

@@ -59,12 +59,12 @@ def conv2d(
 ) -> Tensor:
     """`F.conv2d` (tuple arguments, as an nn.Conv2d holds them), with matrix-product gradients on small maps
     while training on CPU, and packed weights in float32 CPU inference (onednn.conv2d)."""
-    if _use_taps(x, weight, stride, padding, dilation, groups):
-        return _TapGradConv2d.apply(x, weight, bias, tuple(stride), tuple(padding))
+    if _small_map_training(x, weight, stride, padding, dilation, groups):
+        return _SmallMapConv2d.apply(x, weight, bias, tuple(stride), tuple(padding))
     return onednn.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _use_taps(
+def _small_map_training(
     x: Tensor,
     weight: Tensor,
     stride: tuple[int, ...],
@@ -112,7 +112,7 @@ def _taps(
     return tuple(taps)
 
 
-class _TapGradConv2d(torch.autograd.Function):
+class _SmallMapConv2d(torch.autograd.Function):
     """oneDNN's convolution forward; weight gradient unfolded or tap by tap, input gradient of strided convolutions
     tap by tap."""
 
