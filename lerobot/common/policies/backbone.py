@@ -98,8 +98,8 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
 
 
 def _conv2d(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    # `conv`'s geometry with the given weights. tap_conv.conv2d is F.conv2d, with tap-by-tap gradients for small
-    # maps while training and packed weights for inference (onednn.conv2d).
+    # `conv`'s geometry with the given weights. tap_conv.conv2d is F.conv2d, with matrix-product weight gradients
+    # on small maps while training and packed weights for inference (onednn.conv2d).
     return tap_conv.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
