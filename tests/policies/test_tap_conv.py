@@ -64,6 +64,10 @@ def test_only_training_convolutions_on_small_wide_maps_take_this_path():
     narrow = torch.randn(8, 128, 3, 3, requires_grad=True)
     assert _grad_fn_name(torch.randn(64, 128, 2, 2), narrow) != "_SmallMapConv2dBackward"  # few channels
     assert _grad_fn_name(small, weight.detach()) == "none"  # frozen weights: nothing to compute by taps
+    empty = torch.randn(0, 256, 2, 2, requires_grad=True)  # an empty batch stays with oneDNN, and trains
+    assert _grad_fn_name(empty, weight) != "_SmallMapConv2dBackward"
+    tap_conv.conv2d(empty, weight, None, (1, 1), (1, 1), (1, 1), 1).sum().backward()
+    assert weight.grad is not None and not weight.grad.any()
     with torch.no_grad():
         assert _grad_fn_name(small, weight) == "none"
     with torch.autocast("cpu", dtype=torch.bfloat16):

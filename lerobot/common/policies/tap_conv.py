@@ -72,7 +72,7 @@ def _small_map_training(
     dilation: tuple[int, ...],
     groups: int,
 ) -> bool:
-    if not (torch.is_grad_enabled() and weight.requires_grad and x.dim() == 4):
+    if not (torch.is_grad_enabled() and weight.requires_grad and x.dim() == 4 and x.numel() > 0):
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
