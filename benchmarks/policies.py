@@ -29,6 +29,11 @@ Targets: training throughput >= 1.3x the reference; full-chunk inference latency
 side gets it here, so the code alone is compared; `--allocator ours` runs ours as train.py does, and
 `--allocator both` gives the reference's process the same setting (glibc's MALLOC_* variables).
 
+`--isolate` measures each (policy, config) in fresh processes on both sides. Without it, configs share the two
+processes, and one that allocates large activations (ACT at 480x640, batch 64) leaves glibc's malloc thresholds
+raised for the configs after it, which then fault in fewer fresh pages: ACT tiny's training ratio was 1.22x / 1.24x
+after ACT default in the same processes and 1.29x / 1.40x in fresh ones (BENCHMARKS.md, seventh run).
+
     .venv/bin/python benchmarks/policies.py --configs tiny --budget-s 10      # smoke run
     .venv/bin/python benchmarks/policies.py                                    # full run (long on 2 cores)
 """
@@ -708,6 +713,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run select_action under torch.autocast(cpu, bfloat16) on both sides, as eval.py with use_amp=true",
     )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="measure each (policy, config) in fresh processes on both sides (one run of this script each), so "
+        "that no cell depends on what the processes ran before it (glibc's malloc thresholds rise after large "
+        "allocations and then spare later configs some page faults)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="measure ours only")
     parser.add_argument("--reference-python", default=DEFAULT_REFERENCE_PYTHON)
     parser.add_argument("--out", type=Path, default=REPO / "outputs/benchmarks/policies.json")
@@ -717,8 +729,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def child_argv(argv: list[str], policy: str, config: str, out: Path) -> list[str]:
+    """`argv` without --isolate, --policies, --configs and --out, for one (policy, config) and its own output."""
+    kept, skipping = [], False
+    for token in argv:
+        if token.startswith("--"):
+            name = token.split("=", 1)[0]
+            skipping = name in ("--policies", "--configs", "--out") and "=" not in token
+            if name in ("--isolate", "--policies", "--configs", "--out"):
+                continue
+        elif skipping:
+            continue
+        kept.append(token)
+    return [*kept, "--policies", policy, "--configs", config, "--out", str(out)]
+
+
+def run_isolated(args: argparse.Namespace, argv: list[str]) -> None:
+    """One run of this script per (policy, config), each in fresh processes; their results in one report."""
+    merged: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="lerobot_policy_bench_isolated_") as tmp:
+        for policy in args.policies:
+            for config in args.configs:
+                out = Path(tmp) / f"{policy}_{config}.json"
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    *child_argv(argv, policy, config, out),
+                ]
+                print(f"[policies] isolated run: {policy}/{config}", file=sys.stderr, flush=True)
+                if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0 or not out.exists():
+                    sys.exit(f"policies.py: the isolated run for {policy}/{config} failed")
+                part = json.loads(out.read_text())
+                if not merged:
+                    merged = {**part, "results": [], "setups": [], "not_registered": []}
+                merged["results"] += part["results"]
+                merged["setups"] += part["setups"]
+                merged["not_registered"] += [
+                    p for p in part["not_registered"] if p not in merged["not_registered"]
+                ]
+    merged["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    merged["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    report_and_write(merged, args)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.isolate:
+        run_isolated(args, sys.argv[1:] if argv is None else argv)
+        return
     if args.allocator != "default" and not keep_freed_memory():
         sys.exit("policies.py: --allocator needs glibc's mallopt (Linux); use --allocator default")
     torch.set_num_threads(args.threads)
@@ -748,8 +806,11 @@ def main(argv: list[str] | None = None) -> None:
         results, setup_info, skipped = run(args, workdir)
     info["machine"]["load_average_at_end"] = list(os.getloadavg())
     info["setups"], info["results"], info["not_registered"] = setup_info, results, skipped
+    report_and_write(info, args)
 
-    print_report(results, setup_info, skipped)
+
+def report_and_write(info: dict[str, Any], args: argparse.Namespace) -> None:
+    print_report(info["results"], info["setups"], info["not_registered"])
     torch_versions = [
         info["machine"].get(side, {}).get("versions", {}).get("torch") for side in ("ours", "reference")
     ]
@@ -763,7 +824,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(info, indent=2) + "\n")
     print(f"\nwrote {args.out}")
-    missed = [(r["policy"], r["config"], r["measure"]) for r in results if r.get("target_met") is False]
+    missed = [
+        (r["policy"], r["config"], r["measure"]) for r in info["results"] if r.get("target_met") is False
+    ]
     if missed:
         print(f"targets missed: {missed}", file=sys.stderr)
 
