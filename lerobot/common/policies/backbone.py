@@ -92,8 +92,7 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
         return torch.addcmul(
             shift[:, None, None], _conv2d(conv, x, conv.weight, conv.bias), scale[:, None, None]
         )
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    weight, bias = _folded_conv_params(conv, norm, channels_last)
+    weight, bias = _folded_conv_params(conv, norm, tap_conv.is_channels_last(x))
     return _conv2d(conv, x, weight, bias)
 
 
@@ -104,11 +103,10 @@ def _conv2d(conv: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None) -> 
 
 
 def _output_numel(conv: nn.Conv2d, x: Tensor) -> int:
-    size = [
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-    ]
-    return x.shape[0] * conv.out_channels * size[0] * size[1]
+    height, width = map(
+        tap_conv.conv_out_len, x.shape[-2:], conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    )
+    return x.shape[0] * conv.out_channels * height * width
 
 
 def _folded_conv_params(

@@ -64,6 +64,16 @@ def conv2d(
     return onednn.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
+def conv_out_len(n: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """The output length of a convolution along one axis of input length `n`."""
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether the (B, C, H, W) map is laid out channels-last (and not also plain contiguous, as 1x1 maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _small_map_training(
     x: Tensor,
     weight: Tensor,
@@ -80,9 +90,7 @@ def _small_map_training(
         return False
     if weight.shape[1] < MIN_IN_CHANNELS:
         return False
-    out_h, out_w = (
-        (n + 2 * p - k) // s + 1 for n, k, s, p in zip(x.shape[-2:], weight.shape[-2:], stride, padding)
-    )
+    out_h, out_w = map(conv_out_len, x.shape[-2:], weight.shape[-2:], stride, padding)
     return out_h * out_w <= MAX_OUTPUT_PIXELS
 
 
@@ -95,7 +103,7 @@ def _taps(
 
     def ranges(k: int, size: int, n_in: int, s: int, p: int) -> tuple[slice, slice] | None:
         # Tap k of a kernel of `size` along one axis: output o reads input o * s - p + k, inside [0, n_in).
-        n_out = (n_in + 2 * p - size) // s + 1
+        n_out = conv_out_len(n_in, size, s, p)
         first = max(0, -((k - p) // s))  # ceil((p - k) / s)
         last = min(n_out - 1, (n_in - 1 + p - k) // s)
         if last < first:
@@ -133,9 +141,7 @@ class _SmallMapConv2d(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor) -> tuple:
         x, weight = ctx.saved_tensors
-        batch, c_in, height, width = x.shape
-        c_out, _, kh, kw = weight.shape
-        taps = _taps((height, width), (kh, kw), ctx.stride, ctx.padding)
+        taps = _taps(tuple(x.shape[-2:]), tuple(weight.shape[-2:]), ctx.stride, ctx.padding)
         by_taps = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3] >= TAP_MIN_ROWS
         strided = ctx.stride != (1, 1)
         grad_x = grad_weight = grad_bias = grad_rows = None
@@ -155,15 +161,7 @@ class _SmallMapConv2d(torch.autograd.Function):
                     [True, False, False],
                 )[0]  # fmt: skip
             else:
-                w_taps = weight.permute(2, 3, 0, 1).contiguous()  # (kh, kw, C_out, C_in)
-                dx = x.new_zeros(batch, height, width, c_in)
-                for ki, kj, out_r, out_c, in_r, in_c in taps:
-                    dy = grad_rows[:, out_r, out_c]  # (B, h, w, C_out)
-                    dx[:, in_r, in_c] += torch.mm(dy.reshape(-1, c_out), w_taps[ki, kj]).view(
-                        *dy.shape[:3], c_in
-                    )
-                layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-                grad_x = dx.permute(0, 3, 1, 2).contiguous(memory_format=layout)
+                grad_x = _input_grad_by_taps(x, grad_rows, weight, taps)
 
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum((0, 2, 3))
@@ -203,5 +201,18 @@ def _weight_grad_by_taps(
     return per_tap.permute(2, 3, 0, 1).contiguous()
 
 
-def _is_channels_last(x: Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def _input_grad_by_taps(
+    x: Tensor,  # (B, C_in, H, W)
+    grad_rows: Tensor,  # (B, H_out, W_out, C_out)
+    weight: Tensor,  # (C_out, C_in, kh, kw)
+    taps: tuple[tuple[int, int, slice, slice, slice, slice], ...],
+) -> Tensor:  # (B, C_in, H, W), in x's memory layout
+    batch, c_in, height, width = x.shape
+    c_out = weight.shape[0]
+    w_taps = weight.permute(2, 3, 0, 1).contiguous()  # (kh, kw, C_out, C_in)
+    dx = x.new_zeros(batch, height, width, c_in)
+    for ki, kj, out_r, out_c, in_r, in_c in taps:
+        dy = grad_rows[:, out_r, out_c]  # (B, h, w, C_out)
+        dx[:, in_r, in_c] += torch.mm(dy.reshape(-1, c_out), w_taps[ki, kj]).view(*dy.shape[:3], c_in)
+    layout = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return dx.permute(0, 3, 1, 2).contiguous(memory_format=layout)
