@@ -29,6 +29,7 @@ from lerobot.common.datasets.errors import (
 )
 from lerobot.common.datasets.formats.tables import read_schema, read_table
 from lerobot.common.datasets.metadata import DatasetMetadata, load_metadata
+from lerobot.common.datasets.recycled_buffers import frame_buffers
 from lerobot.common.datasets.utils import safe_join, validate_repo_id
 
 logger = logging.getLogger(__name__)
@@ -410,8 +411,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
 def to_unit_float(frames: np.ndarray) -> torch.Tensor:
     """uint8 -> float32 in [0, 1]. Done in numpy: torch splits such small ops over threads, which costs
     milliseconds per call when the cores are busy (e.g. with DataLoader workers). One pass, same values as
-    `x.float() / 255`."""
-    return torch.from_numpy(np.divide(frames, np.float32(255), dtype=np.float32))
+    `x.float() / 255`. The output's memory is recycled once the sample is gone (see recycled_buffers.py)."""
+    out = frame_buffers.empty(frames.shape, np.float32)
+    np.divide(frames, np.float32(255), out=out, dtype=np.float32)
+    return torch.from_numpy(out)
 
 
 def column_to_numpy(column: pa.ChunkedArray, name: str, files: list[str]) -> np.ndarray:
