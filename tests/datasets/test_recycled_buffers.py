@@ -36,6 +36,22 @@ def test_memory_is_reused_only_after_every_reference_is_gone():
     assert buffers.held_bytes == 0
 
 
+def test_numpy_views_keep_the_memory_in_use_too():
+    buffers = RecycledBuffers(max_bytes=16 * MB, min_bytes=1)
+    array = buffers.empty((4, 1000), np.float32)
+    address = _address(array)
+    row = array[1]  # a numpy view, whose base numpy sets to the first array that owns memory
+    sliced = array.reshape(2, 2000)[:, ::2]
+    del array
+    gc.collect()
+    assert buffers.held_bytes == 0
+    other = buffers.empty((4, 1000), np.float32)
+    assert _address(other) != address
+    del row, sliced
+    gc.collect()
+    assert buffers.held_bytes == 16000
+
+
 def test_blocks_are_matched_by_size_and_dtype_views_work():
     buffers = RecycledBuffers(max_bytes=16 * MB, min_bytes=1)
     a = buffers.empty((4, 1000), np.float32)

@@ -68,10 +68,13 @@ class RecycledBuffers:
                     del self._free[nbytes]
         if block is None:
             block = np.empty(nbytes, np.uint8)
-        array = block.view(dtype).reshape(shape)
-        # The finalizer holds the block, the array only a weak reference to it: the block outlives the array.
-        weakref.finalize(array, self._give_back, block).atexit = False
-        return array
+        # Every view of `anchor` (numpy, or torch through `from_numpy`) keeps `anchor` itself alive: numpy
+        # collapses a view's base to the first array that owns its memory, and `anchor` owns none (its base is a
+        # memoryview). A view of `block` would skip the returned array and let it die while views still exist.
+        anchor = np.frombuffer(memoryview(block), np.uint8)
+        # The finalizer holds the block, and only a weak reference to the anchor: the block outlives every view.
+        weakref.finalize(anchor, self._give_back, block).atexit = False
+        return anchor.view(dtype).reshape(shape)
 
     def _give_back(self, block: np.ndarray) -> None:
         nbytes = block.nbytes
