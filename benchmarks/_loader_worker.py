@@ -140,8 +140,12 @@ class TreeRssSampler(threading.Thread):
 
 
 class InMemoryItems:
-    """`len(dataset)` items cycling through `count` real items kept in RAM; each access returns fresh copies, as
-    a dataset decoding frames would (the DataLoader then collates and moves them as it does real items)."""
+    """`len(dataset)` items cycling through `count` real items kept in RAM; each access returns copies, as a
+    dataset decoding frames would (the DataLoader then collates and moves them as it does real items).
+
+    The copies go into our recycled buffers (`lerobot.common.datasets.recycled_buffers`, which our dataset uses for
+    its frames) when that module is importable, so that the ceiling stays the most a dataset could deliver: one
+    copy per item into memory that is already faulted in. Without it, each copy is fresh memory (`clone`)."""
 
     def __init__(self, dataset, count: int = 16):
         import torch
@@ -152,12 +156,25 @@ class InMemoryItems:
             {k: v for k, v in dataset[i].items() if isinstance(v, torch.Tensor)}
             for i in range(0, self.length, step)
         ][:count]
+        try:
+            from lerobot.common.datasets.recycled_buffers import frame_buffers
+        except ImportError:
+            frame_buffers = None
+        self.buffers = frame_buffers
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        return {k: v.clone() for k, v in self.items[index % len(self.items)].items()}
+        return {k: self._copy(v) for k, v in self.items[index % len(self.items)].items()}
+
+    def _copy(self, value):
+        import torch
+
+        if self.buffers is None:
+            return value.clone()
+        out = torch.from_numpy(self.buffers.empty(tuple(value.shape), value.numpy().dtype))
+        return out.copy_(value)
 
 
 def touch(batch) -> float:

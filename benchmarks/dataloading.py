@@ -54,7 +54,8 @@ DELTAS = {
         "action": [round(i * 0.02, 6) for i in range(50)],
     },
 }
-# "ceiling": a DataLoader over copies of a few of our items held in RAM: what any dataset could deliver here.
+# "ceiling": a DataLoader over copies of a few of our items held in RAM (copied into recycled memory, as our
+# dataset's frames are): what any dataset could deliver here.
 IMPLS = ("reference", "ours", "ours-nocache", "ceiling")
 TARGETS = {"first_epoch": 2.0, "steady": 10.0, "rss": 1.0}
 
