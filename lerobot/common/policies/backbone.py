@@ -38,11 +38,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# With frozen batch norm, a stage (the stem, each layer) runs on channels-last maps when its input map has at
-# least this many pixels, else on NCHW maps. On CPU, oneDNN's convolutions are faster channels-last on large maps
-# and the max pool is ~7x faster; on small maps (a 512x512x3x3 kernel on 6x8 -> 3x4) NCHW is faster. Values
-# are the same either way.
+# With frozen batch norm or group norm, a stage (the stem, each layer) runs on channels-last maps when its input
+# map has at least this many pixels, else on NCHW maps. On CPU, oneDNN's convolutions are faster channels-last on
+# large maps and the max pool is ~10x faster (torch's NCHW max pool is scalar); on small maps (a 512x512x3x3
+# kernel on 6x8 -> 3x4) NCHW is faster. Values are the same either way.
 CHANNELS_LAST_MIN_PIXELS = 100
+# Trainable batch norm keeps NCHW maps: not measured channels-last.
+CHANNELS_LAST_NORMS = ("frozen_batch_norm", "group_norm")
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -185,8 +187,8 @@ class ResNet(nn.Module):
         if name not in RESNET_LAYERS:
             raise ValueError(f"Unsupported vision backbone {name!r}; choose one of {sorted(RESNET_LAYERS)}.")
         norm_layer = make_norm_layer(norm)
-        # Channels-last maps (see CHANNELS_LAST_MIN_PIXELS) only with frozen batch norm: GroupNorm is slower so.
-        self.channels_last = norm == "frozen_batch_norm"
+        # Channels-last maps where they are large (see CHANNELS_LAST_MIN_PIXELS).
+        self.channels_last = norm in CHANNELS_LAST_NORMS
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
@@ -213,21 +215,55 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, ceil(H/32), ceil(W/32))
-        # relu(maxpool(x)) equals maxpool(relu(x)), gradients included (relu is monotone, and where it zeroes
-        # a window's maximum it zeroes every element of the window); on the 4x smaller map, the stem's ReLU
-        # and its backward pass cost a quarter (they were ~5% of an ACT training step at 480x640).
-        x = self.relu(self.maxpool(conv_norm(self.conv1, self.bn1, self._layout(x))))
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(self._layout(x))
-        return x
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        return trunk_forward(self.conv1, self.bn1, self.maxpool, stages, x, self.channels_last)
 
     def _layout(self, x: Tensor) -> Tensor:
-        # Each stage picks the memory layout of its input by the size of the map: see CHANNELS_LAST_MIN_PIXELS.
-        if not self.channels_last:
-            return x
-        if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous()
+        return stage_layout(x, self.channels_last)
+
+
+def trunk_forward(
+    conv1: nn.Conv2d,
+    bn1: nn.Module,
+    maxpool: nn.Module,
+    stages: tuple[nn.Module, ...],
+    x: Tensor,  # (B, 3, H, W)
+    channels_last: bool,
+) -> Tensor:  # (B, 512, ceil(H/32), ceil(W/32))
+    """A ResNet trunk's forward pass, from its modules (`ResNet`, and the encoders that hold the same modules in
+    torchvision's `nn.Sequential` order)."""
+    relu = F.relu_
+    # relu(maxpool(x)) equals maxpool(relu(x)), gradients included (relu is monotone, and where it zeroes
+    # a window's maximum it zeroes every element of the window); on the 4x smaller map, the stem's ReLU
+    # and its backward pass cost a quarter (they were ~5% of an ACT training step at 480x640).
+    x = relu(maxpool(conv_norm(conv1, bn1, stage_layout(x, channels_last))))
+    for stage in stages:
+        x = stage(stage_layout(x, channels_last))
+    return x
+
+
+class TrunkSequential(nn.Sequential):
+    """A ResNet trunk's modules in torchvision's child order without avgpool/fc (conv1, bn1, maxpool, relu,
+    layer1..4: the reference's encoders name their parameters `backbone.<index>.*`), run by `trunk_forward`
+    (stage layouts, max pool before ReLU) rather than one after the other."""
+
+    def __init__(self, resnet: ResNet):
+        r = resnet
+        super().__init__(r.conv1, r.bn1, r.maxpool, r.relu, r.layer1, r.layer2, r.layer3, r.layer4)
+        self.channels_last = r.channels_last
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 512, ceil(H/32), ceil(W/32))
+        conv1, bn1, maxpool, _, *stages = self
+        return trunk_forward(conv1, bn1, maxpool, tuple(stages), x, self.channels_last)
+
+
+def stage_layout(x: Tensor, channels_last: bool) -> Tensor:
+    """Each stage picks the memory layout of its input by the size of the map: see CHANNELS_LAST_MIN_PIXELS."""
+    if not channels_last:
+        return x
+    if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -416,10 +452,7 @@ class SpatialSoftmaxEncoder(nn.Module):
         # The trunk's children without avgpool/fc, as torchvision's: the reference's parameters are named
         # `backbone.<index>.*` (conv1, bn1, relu, maxpool, layer1..4). Max pool runs before ReLU here, as in
         # `ResNet.forward` (same values and gradients, less work); neither has parameters, so the names hold.
-        r = resnet
-        self.backbone = nn.Sequential(
-            r.conv1, r.bn1, r.maxpool, r.relu, r.layer1, r.layer2, r.layer3, r.layer4
-        )
+        self.backbone = TrunkSequential(resnet)
         map_size = tuple(-(-side // 32) for side in image_size)  # five stride-2 stages, rounding up
         self.pool = SpatialSoftmax(resnet.out_channels, map_size, config.spatial_softmax_num_keypoints)
         self.feature_dim = 2 * config.spatial_softmax_num_keypoints
