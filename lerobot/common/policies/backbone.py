@@ -390,8 +390,9 @@ def random_crop(images: Tensor, size: tuple[int, int], generator: torch.Generato
     cols = left[:, None] + torch.arange(size[1], device=images.device)  # (B, w)
     batch = torch.arange(b, device=images.device)[:, None, None]
     crops = images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, h, w, C)
-    # Back to a plain (B, C, h, w) layout: a channels-last tensor here would make every convolution of the
-    # backbone run channels-last, which costs weight copies and is slower for small images (~1.3x a step).
+    # Back to a plain (B, C, h, w) layout: the trunk picks each stage's layout itself (`stage_layout`), but an
+    # NCHW trunk (trainable batch norm) would run every convolution channels-last on a channels-last input,
+    # which costs weight copies and is slower for small images (~1.3x a step).
     return crops.permute(0, 3, 1, 2).contiguous()
 
 
