@@ -232,11 +232,10 @@ def trunk_forward(
 ) -> Tensor:  # (B, 512, ceil(H/32), ceil(W/32))
     """A ResNet trunk's forward pass, from its modules (`ResNet`, and the encoders that hold the same modules in
     torchvision's `nn.Sequential` order)."""
-    relu = F.relu_
     # relu(maxpool(x)) equals maxpool(relu(x)), gradients included (relu is monotone, and where it zeroes
     # a window's maximum it zeroes every element of the window); on the 4x smaller map, the stem's ReLU
     # and its backward pass cost a quarter (they were ~5% of an ACT training step at 480x640).
-    x = relu(maxpool(conv_norm(conv1, bn1, stage_layout(x, channels_last))))
+    x = F.relu_(maxpool(conv_norm(conv1, bn1, stage_layout(x, channels_last))))
     for stage in stages:
         x = stage(stage_layout(x, channels_last))
     return x
