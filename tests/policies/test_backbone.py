@@ -15,6 +15,7 @@ from lerobot.common.policies.backbone import (
     random_crop,
     resize,
     resolve_pretrained_weights,
+    stage_layout,
 )
 
 
@@ -241,9 +242,9 @@ def test_max_pool_before_relu_gives_the_textbook_values_and_gradients(norm):
     x = torch.rand(2, 3, 64, 96)
 
     def textbook(x):  # the stem in torchvision's order; the rest as the model runs it (same layouts)
-        y = model.maxpool(F.relu(conv_norm(model.conv1, model.bn1, model._layout(x))))
+        y = model.maxpool(F.relu(conv_norm(model.conv1, model.bn1, stage_layout(x, model.channels_last))))
         for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
-            y = layer(model._layout(y))
+            y = layer(stage_layout(y, model.channels_last))
         return y
 
     grads = []

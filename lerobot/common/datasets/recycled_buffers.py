@@ -7,8 +7,8 @@ every page in again: on the VM this was measured on, about a million page faults
 faults) per epoch of the 480x640 benchmark dataset.
 
 `RecycledBuffers.empty(shape, dtype)` returns a numpy array whose memory goes back to a small free list once
-the array, and every tensor or view made from it, has been garbage collected (a `weakref.finalize` on the
-array: `torch.from_numpy` keeps the array alive as long as any tensor shares its storage). Memory is therefore
+the array, and every tensor or view made from it, has been garbage collected (a `weakref.finalize` on an anchor
+array that every numpy view and every tensor from `torch.from_numpy` keeps alive). Memory is therefore
 only ever reused when no one can see it: a sample a user keeps is never overwritten. The free list is bounded
 (`max_bytes`) and only holds blocks of at least `min_bytes`; smaller requests are plain `np.empty`.
 """

@@ -218,9 +218,6 @@ class ResNet(nn.Module):
         stages = (self.layer1, self.layer2, self.layer3, self.layer4)
         return trunk_forward(self.conv1, self.bn1, self.maxpool, stages, x, self.channels_last)
 
-    def _layout(self, x: Tensor) -> Tensor:
-        return stage_layout(x, self.channels_last)
-
 
 def trunk_forward(
     conv1: nn.Conv2d,
