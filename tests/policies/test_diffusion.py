@@ -276,7 +276,7 @@ def test_samplers_recover_what_the_denoiser_predicts(overrides, expected_steps):
     policy = tiny_policy("keypoints", num_train_timesteps=100, **overrides).eval()
     target = torch.rand(2, 8, 3) * 1.6 - 0.8
     predict, calls = oracle_denoiser(policy, target)
-    policy.diffusion.unet.forward = predict
+    policy.diffusion.denoiser = lambda cond: lambda x, t: predict(x, torch.full((2,), t), cond)
     sample = policy.diffusion.conditional_sample(torch.zeros(2, 20))
     torch.testing.assert_close(sample, target, atol=1e-4, rtol=0)
     assert calls == expected_steps
@@ -292,8 +292,13 @@ def test_ddim_with_10_steps_vs_ddpm():
     counts = {}
     for name, policy in (("ddpm", ddpm), ("ddim", ddim)):
         calls = []
-        forward = policy.diffusion.unet.forward
-        policy.diffusion.unet.forward = lambda *a, _f=forward, _c=calls: _c.append(1) or _f(*a)
+        denoiser = policy.diffusion.denoiser
+
+        def counting(cond, _denoiser=denoiser, _calls=calls):
+            denoise = _denoiser(cond)
+            return lambda x, t: _calls.append(t) or denoise(x, t)
+
+        policy.diffusion.denoiser = counting
         action = policy.select_action(obs)
         counts[name] = len(calls)
         # Clipping keeps the denoised actions in [-1, 1] before unnormalising, i.e. within the action stats.
@@ -581,3 +586,51 @@ def test_unet_resampling_layers_equal_torch_in_inference(batch, length):
         torch.testing.assert_close(down(x), torch_down(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(up(x), torch_up(x), rtol=1e-4, atol=1e-5)
     assert down(x).grad_fn is not None  # with autograd: torch's own layers
+
+
+def test_unet_sampling_film_equals_film_and_follows_weight_changes():
+    """`sampling_film` splits each block's FiLM Linear into a per-run and a per-step part and keeps the
+    gathered weights and the per-step parts: same values as `film`, recomputed once a weight changes in place,
+    dropped in training mode."""
+    from lerobot.common.policies.diffusion.unet import _FilmTable
+
+    unet = tiny_policy("keypoints").diffusion.unet.eval()
+    step_dim = unet.diffusion_step_encoder[1].in_features
+    global_cond = torch.randn(2, unet.res_blocks()[0].cond_encoder[1].in_features - step_dim)
+    with torch.no_grad():
+        film = unet.sampling_film(global_cond)
+        for t in (0, 37, 99, 37):
+            torch.testing.assert_close(
+                film(t), unet.film(torch.full((2,), t), global_cond), rtol=1e-5, atol=1e-6
+            )
+        table = unet.__dict__[_FilmTable.ATTRIBUTE]
+        assert sorted(table.steps) == [0, 37, 99]
+        unet.sampling_film(global_cond)
+        assert unet.__dict__[_FilmTable.ATTRIBUTE] is table  # unchanged weights: kept
+        for weight in (unet.mid_modules[0].cond_encoder[1].weight, unet.diffusion_step_encoder[1].weight):
+            weight.mul_(1.5)
+            film = unet.sampling_film(global_cond)
+            assert unet.__dict__[_FilmTable.ATTRIBUTE] is not table
+            table = unet.__dict__[_FilmTable.ATTRIBUTE]
+            torch.testing.assert_close(
+                film(5), unet.film(torch.full((2,), 5), global_cond), rtol=1e-5, atol=1e-6
+            )
+    unet.train()
+    assert _FilmTable.ATTRIBUTE not in unet.__dict__
+
+
+def test_sampling_equals_running_the_unet_step_by_step():
+    """`conditional_sample` (FiLM table, recording) against the plain loop over `unet(x, t, global_cond)`."""
+    policy = tiny_policy("keypoints", num_train_timesteps=100).eval()
+    model = policy.diffusion
+    step_dim = model.unet.diffusion_step_encoder[1].in_features
+    global_cond = torch.randn(2, model.unet.res_blocks()[0].cond_encoder[1].in_features - step_dim)
+    for _ in range(2):  # the second run replays a recording
+        sample = model.conditional_sample(global_cond, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    expected = torch.randn(sample.shape, generator=generator)
+    with torch.no_grad():
+        for t in model.noise_scheduler.timesteps:
+            pred = model.unet(expected, torch.full((2,), int(t)), global_cond)
+            expected = model.noise_scheduler.step(pred, t, expected, generator=generator).prev_sample
+    torch.testing.assert_close(sample, expected, rtol=1e-4, atol=1e-5)

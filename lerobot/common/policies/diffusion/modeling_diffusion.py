@@ -25,6 +25,7 @@ Parameter names follow the reference implementation (`diffusion.rgb_encoder.back
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -252,13 +253,27 @@ class DiffusionModel(nn.Module):
         shape = (b, self.config.horizon, self.config.output_shapes["action"][0])
         sample = torch.randn(shape, generator=generator, device=global_cond.device, dtype=global_cond.dtype)
         self.noise_scheduler.set_timesteps(self.num_inference_steps)
-        steps = torch.zeros(b, dtype=torch.long, device=sample.device)
-        unet = inference_runner(self.unet, (sample, steps, global_cond))  # same inputs at every step
+        denoise = self.denoiser(global_cond)
         for t in self.noise_scheduler.timesteps:  # from the noisiest step down to 0
-            steps = torch.full((b,), int(t), dtype=torch.long, device=sample.device)
-            pred = unet(sample, steps, global_cond)
+            pred = denoise(sample, int(t))
             sample = self.noise_scheduler.step(pred, t, sample, generator=generator).prev_sample
         return sample
+
+    def denoiser(self, global_cond: Tensor) -> Callable[[Tensor, int], Tensor]:
+        """(noisy sample (B, horizon, A), diffusion step t) -> the U-Net's prediction, for one sampling run
+        conditioned on `global_cond` (B, G). The blocks' FiLM parameters come from `unet.sampling_film` (its
+        weights are not read again at every step), and on CPU the U-Net replays a recording (inference_trace.py)."""
+        film = self.unet.sampling_film(global_cond)
+        runner = None
+
+        def denoise(sample: Tensor, t: int) -> Tensor:
+            nonlocal runner
+            film_t = film(t)
+            if runner is None:  # same input shapes at every step
+                runner = inference_runner(self.unet, (sample, film_t), method="denoise")
+            return runner(sample, film_t)
+
+        return denoise
 
     @torch.no_grad()
     def generate_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
