@@ -351,9 +351,9 @@ def test_iter_video_frames_falls_back_when_planar_output_differs(coded_videos, m
     planes = video_decoding.frame_to_rgb_planes
     calls = []
 
-    def off_by_one(frame, reformatter):
+    def off_by_one(frame, reformatter, out=None):
         calls.append(1)
-        return planes(frame, reformatter) ^ np.uint8(1)
+        return planes(frame, reformatter, out) ^ np.uint8(1)
 
     monkeypatch.setattr(video_decoding, "frame_to_rgb_planes", off_by_one)
     path = coded_videos["libx264"]
@@ -361,6 +361,10 @@ def test_iter_video_frames_falls_back_when_planar_output_differs(coded_videos, m
     planar = list(iter_video_frames(path, channels_first=True))
     assert len(calls) == 1  # checked on the first frame only, then the packed conversion throughout
     assert all(np.array_equal(chw, hwc.transpose(2, 0, 1)) for (_, hwc), (_, chw) in zip(packed, planar))
+    video_decoding.close_video_readers()  # random access too: a fresh reader checks its first frame
+    decoded = decode_video_frames(path, [t for t, _ in packed[:6]], TOL)
+    assert len(calls) == 2
+    assert all(np.array_equal(d.numpy(), hwc.transpose(2, 0, 1)) for d, (_, hwc) in zip(decoded, packed))
 
 
 @pytest.mark.skipif(not V13.is_dir(), reason="shared data absent")

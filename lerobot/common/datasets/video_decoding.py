@@ -134,28 +134,19 @@ def frame_to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter | None = No
     return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
-def frame_to_rgb_planes(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
-    """3xHxW uint8 RGB: `frame_to_rgb` channel-first, converted by swscale to planar RGB (its GBR planes) instead
-    of packed RGB then transposed, 0.25-0.4 ms against 0.6-0.7 ms for a 640x480 frame. swscale's planar and packed
-    outputs share its conversion; `iter_video_frames` still checks them equal on each video's first frame."""
+def frame_to_rgb_planes(
+    frame: av.VideoFrame, reformatter: VideoReformatter, out: np.ndarray | None = None
+) -> np.ndarray:
+    """3xHxW uint8 RGB (into `out` if given): `frame_to_rgb` channel-first, converted by swscale to planar RGB (its
+    GBR planes) instead of packed RGB then transposed, 0.25-0.4 ms against 0.6-0.7 ms for a 640x480 frame.
+    swscale's planar and packed outputs share its conversion; readers still check them equal on the first frame
+    of each file (`_VideoReader.to_chw`)."""
     planar = reformatter.reformat(frame, format="gbrp")
     height, width = planar.height, planar.width
-    out = np.empty((3, height, width), dtype=np.uint8)
+    out = np.empty((3, height, width), dtype=np.uint8) if out is None else out
     for channel, plane in zip(out, (planar.planes[2], planar.planes[0], planar.planes[1])):  # R, G, B
         channel[...] = np.frombuffer(plane, dtype=np.uint8).reshape(height, plane.line_size)[:, :width]
     return out
-
-
-def rgb_frames_to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack HxWx3 images into a contiguous (N, 3, H, W) uint8 tensor.
-
-    numpy's strided copy is several times faster than torch's permute().contiguous() for uint8 data.
-    """
-    h, w = images[0].shape[:2]
-    out = np.empty((len(images), 3, h, w), dtype=np.uint8)
-    for i, img in enumerate(images):
-        out[i] = img.transpose(2, 0, 1)
-    return torch.from_numpy(out)
 
 
 class _VideoReader:
@@ -182,6 +173,25 @@ class _VideoReader:
         self.keyframe_ts = np.sort(np.array(keyframes, dtype=np.float64) * float(self.time_base))
         self._frames: Iterator[av.VideoFrame] | None = None
         self._last: tuple[float, av.VideoFrame] | None = None  # last frame pulled from the decoder
+        self.planar: bool | None = (
+            None  # swscale's planar RGB equals its packed RGB: checked on the first frame
+        )
+
+    def to_chw(self, frame: av.VideoFrame, out: np.ndarray | None = None) -> np.ndarray:
+        """3xHxW uint8 RGB, pixels identical to `frame_to_rgb` (the reference's conversion), into `out` if given:
+        swscale's planar output once the first frame showed it equal to the packed one, else packed then
+        transposed."""
+        if self.planar is not False:
+            chw = frame_to_rgb_planes(frame, self.reformatter, out)
+            if self.planar is None:
+                self.planar = bool(np.array_equal(chw, frame_to_rgb(frame).transpose(2, 0, 1)))
+            if self.planar:
+                return chw
+        packed = frame_to_rgb(frame, self.reformatter).transpose(2, 0, 1)
+        if out is None:
+            return np.ascontiguousarray(packed)
+        out[...] = packed
+        return out
 
     def close(self) -> None:
         """Close the demuxer; the caller must hold `self.lock` (or be the only user)."""
@@ -252,8 +262,8 @@ class _VideoReader:
             yield cur
             cur = self._next(cur[0])
 
-    def decode(self, queries: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """RGB frames nearest to each query (in query order) and their timestamps."""
+    def decode(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, H, W) uint8 RGB frames nearest to each query (in query order) and their timestamps."""
         order = np.argsort(queries, kind="stable")
         tmin = float(queries[order[0]])
         eof_kept = self._frames is None and self._last is not None and self._last[0] <= tmin
@@ -289,13 +299,15 @@ class _VideoReader:
                 j += 1
         self._last = cur
 
-        converted: dict[int, np.ndarray] = {}
-        images = []
-        for _, frame in chosen:
-            key = id(frame)
-            if key not in converted:
-                converted[key] = frame_to_rgb(frame, self.reformatter)
-            images.append(converted[key])
+        frame = chosen[0][1]
+        images = np.empty((len(chosen), 3, frame.height, frame.width), dtype=np.uint8)
+        first: dict[int, int] = {}  # a frame chosen for several queries is converted once
+        for i, (_, frame) in enumerate(chosen):
+            j = first.setdefault(id(frame), i)
+            if j == i:
+                self.to_chw(frame, images[i])
+            else:
+                images[i] = images[j]
         return images, np.array([ts for ts, _ in chosen], dtype=np.float64)
 
 
@@ -404,7 +416,7 @@ def decode_video_frames(
                 ) from e
             break
     check_tolerance(video_path, queries, found, tolerance_s)
-    return rgb_frames_to_tensor(images)
+    return torch.from_numpy(images)
 
 
 def iter_video_frames(
@@ -423,20 +435,12 @@ def iter_video_frames(
     video_path = Path(video_path)
     st = _stat_video(video_path)
     reader = _VideoReader(video_path, (st.st_mtime_ns, st.st_size), sequential=True)
-    planar: bool | None = None  # channel-first straight from swscale: decided on the first frame
     try:
         for ts, frame in reader.iter_frames(start_ts):
-            if not channels_first:
-                yield ts, frame_to_rgb(frame, reformatter=reader.reformatter)
-            elif planar is False:
-                yield ts, np.ascontiguousarray(frame_to_rgb(frame, reader.reformatter).transpose(2, 0, 1))
+            if channels_first:
+                yield ts, reader.to_chw(frame)
             else:
-                chw = frame_to_rgb_planes(frame, reader.reformatter)
-                if planar is None:  # first frame: swscale's planar output must equal the packed one
-                    packed = np.ascontiguousarray(frame_to_rgb(frame).transpose(2, 0, 1))
-                    planar = bool(np.array_equal(chw, packed))
-                    chw = chw if planar else packed
-                yield ts, chw
+                yield ts, frame_to_rgb(frame, reformatter=reader.reformatter)
             if end_ts is not None and ts >= end_ts:
                 break
     except av.FFmpegError as e:
