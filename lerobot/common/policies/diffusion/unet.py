@@ -206,15 +206,13 @@ class DiffusionConditionalResidualBlock1d(nn.Module):
             Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
-    def forward(
-        self, x: Tensor, film: Tensor
-    ) -> Tensor:  # x (B, C_in, T), film (B, film_dim) from cond_encoder
+    def forward(self, x: Tensor, film: Tensor) -> Tensor:
+        """x (B, C_in, T), film (B, 2 * C_out or C_out): this block's part of the U-Net's `film`."""
         h = self.conv1(x)  # (B, C_out, T)
-        film = film.unsqueeze(-1)  # (B, 2 * C_out or C_out, 1), constant over time
+        film = film.unsqueeze(-1)  # constant over time
         if self.use_film_scale_modulation:
-            h = torch.addcmul(
-                film[:, self.out_channels :], film[:, : self.out_channels], h
-            )  # scale * h + bias
+            scale, bias = film[:, : self.out_channels], film[:, self.out_channels :]
+            h = torch.addcmul(bias, scale, h)  # scale * h + bias in one pass
         else:
             h = h + film
         return self.conv2(h) + self.residual_conv(x)
