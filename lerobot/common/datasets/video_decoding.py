@@ -173,9 +173,8 @@ class _VideoReader:
         self.keyframe_ts = np.sort(np.array(keyframes, dtype=np.float64) * float(self.time_base))
         self._frames: Iterator[av.VideoFrame] | None = None
         self._last: tuple[float, av.VideoFrame] | None = None  # last frame pulled from the decoder
-        self.planar: bool | None = (
-            None  # swscale's planar RGB equals its packed RGB: checked on the first frame
-        )
+        # Whether swscale's planar RGB equals its packed RGB for this file: checked on the first frame.
+        self.planar: bool | None = None
 
     def to_chw(self, frame: av.VideoFrame, out: np.ndarray | None = None) -> np.ndarray:
         """3xHxW uint8 RGB, pixels identical to `frame_to_rgb` (the reference's conversion), into `out` if given:
