@@ -354,5 +354,6 @@ class _FilmTable:
         part = self.steps.get(t)
         if part is None:
             step = torch.tensor([t], device=self.bias.device)
-            part = self.steps[t] = F.mish(self.step_encoder(step)) @ self.weight_e.t()
+            with torch.no_grad():  # a kept value, like the detached weights above: it must not hold a graph
+                part = self.steps[t] = F.mish(self.step_encoder(step)) @ self.weight_e.t()
         return part
